@@ -1,0 +1,79 @@
+"""complexity.py: analytic cost from the stage table against the cost counted on the built
+module, and both against published numbers: pycls's golden ``dev/model_complexity.json``
+(facebookresearch/pycls, 2020-09-04; its "flops" are multiply-adds) and the MobileNet papers."""
+
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from scaling_search.backbones import get_backbone, list_backbones
+from scaling_search.complexity import Cost, count_cost
+from scaling_search.scaling import Multipliers
+
+# pycls dev/model_complexity.json: configs/dds_baselines/... (params, multiply-adds, acts).
+PYCLS = {
+    "resnet50": (25_557_032, 4_089_185_256, 11_315_688),
+    "resnet101": (44_549_160, 7_801_406_440, 16_433_640),
+    "resnet152": (60_192_808, 11_513_627_624, 22_755_816),
+}
+
+
+def _rel(a, b):
+    return abs(a - b) / b
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_estimate_equals_count_at_baseline(name):
+    model = get_backbone(name).scale()
+    assert model.estimate_cost() == model.count_cost()
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_estimate_equals_count_at_random_multipliers(name):
+    rng = random.Random(name)  # fixed per backbone
+    for _ in range(3):
+        m = Multipliers(rng.uniform(0.3, 2.5), rng.uniform(0.25, 2.0), rng.uniform(0.15, 1.3))
+        model = get_backbone(name).scale(m)
+        est, cnt = model.estimate_cost(num_classes=37), model.count_cost(num_classes=37)
+        assert est.params == cnt.params, m
+        assert _rel(est.macs, cnt.macs) <= 0.01 and _rel(est.activations, cnt.activations) <= 0.01, m
+        # Both walk the same blocks and count the same layers, so they agree exactly.
+        assert est == cnt, m
+
+
+@pytest.mark.parametrize("name", sorted(PYCLS))
+def test_resnets_match_pycls_golden(name):
+    params, macs, acts = PYCLS[name]
+    cost = get_backbone(name).scale().estimate_cost()
+    assert cost.params == params
+    assert _rel(cost.macs, macs) < 1e-6  # pycls adds the classifier's 1000 bias adds
+    # pycls also counts the stem max-pool's output (64 x 56 x 56); we count conv and linear only.
+    assert cost.activations + 64 * 56 * 56 == acts
+
+
+@pytest.mark.parametrize("name,params,macs", [
+    ("resnet50", 25.6e6, 4.1e9),      # EfficientNet paper, Table 2 (ResNet-50: 26M, 4.1B)
+    ("mobilenet_v2", 3.5e6, 0.30e9),  # Sandler et al. 2018, Table 4: 3.4M, 300M
+    ("mobilenet_v1", 4.2e6, 0.57e9),  # Howard et al. 2017, Table 8: 4.2M, 569M
+])
+def test_published_params_and_macs_within_3_percent(name, params, macs):
+    cost = get_backbone(name).scale().estimate_cost()
+    assert _rel(cost.params, params) < 0.03 and _rel(cost.macs, macs) < 0.03
+
+
+def test_count_cost_of_a_hand_computed_module():
+    # conv 3->8, 3x3, stride 2 on 32 px: out 16 px; 216 weights; 216 * 256 MACs; 8*256 acts.
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+    cost = count_cost(model, 32)
+    assert cost == Cost(params=216 + 16 + 45, macs=216 * 256 + 40, activations=8 * 256 + 5)
+    assert next(model.parameters()).device.type == "cpu"  # counted on a meta copy
+
+
+def test_count_cost_leaves_a_training_module_in_training_mode():
+    model = get_backbone("mobilenet_v1").scale(Multipliers(1, 0.25, 1)).build(10)
+    model.train()
+    count_cost(model, 64)
+    assert model.training
