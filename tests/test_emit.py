@@ -1,0 +1,97 @@
+"""emit.py: the compound-scaled family. φ = 1 with the paper's coefficients is the published
+B2 architecture (reference note), its measured MACs growth is Table 2's B2/B0 ratio rather than
+the formula's 1.92, and emitted configs compose in Hydra and rebuild the same network."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from scaling_search.emit import (
+    member_name,
+    model_config,
+    model_from_config,
+    published_comparison,
+    scale_family,
+    summary_frame,
+)
+from scaling_search.reference import parse_count
+from scaling_search.scaling import PAPER_COEFFICIENTS, Coefficients, Rounding
+
+
+def test_phi1_is_the_published_b2_architecture(reference):
+    (m,) = scale_family("efficientnet_b0", PAPER_COEFFICIENTS, [1])
+    b2 = reference["official_coefficients"]["b2"]
+    assert [s.channels for s in m.model.network.stages] == b2["stage_out_channels"]
+    assert [s.repeats for s in m.model.network.stages] == b2["stage_repeats"]
+    assert m.model.resolution_px == 258  # 224 x 1.15, rounded
+
+
+def test_measured_macs_ratio_differs_from_formula(reference):
+    (m,) = scale_family("efficientnet_b0", PAPER_COEFFICIENTS, [1])
+    assert m.formula_macs_ratio == pytest.approx(reference["compound_scaling"]["product"], abs=1e-5)
+    t2 = {r["model"]: parse_count(r["flops"]) for r in reference["table2"]}
+    published_ratio = t2["EfficientNet-B2"] / t2["EfficientNet-B0"]  # 1.0B / 0.39B
+    assert m.macs_ratio == pytest.approx(published_ratio, rel=0.05)
+    assert m.macs_ratio > 1.25 * m.formula_macs_ratio  # rounding inflates the cost
+
+
+def test_family_grows_and_negative_phi_shrinks():
+    family = scale_family("resnet50", PAPER_COEFFICIENTS, [-1, 0, 1, 2, 2])
+    assert [m.phi for m in family] == [-1, 0, 1, 2]  # duplicates dropped, order kept
+    macs = [m.cost.macs for m in family]
+    assert macs == sorted(macs) and family[1].macs_ratio == 1.0
+    assert family[0].macs_ratio < 1
+
+
+def test_member_names_are_safe_file_names():
+    assert member_name("efficientnet_b0", 1) == "efficientnet_b0_phi1"
+    assert member_name("resnet50", -0.5) == "resnet50_phim0p5"
+
+
+def test_empty_or_bad_phis():
+    with pytest.raises(ValueError, match="phis is empty"):
+        scale_family("resnet18", PAPER_COEFFICIENTS, [])
+    with pytest.raises(ValueError, match="phis must be finite"):
+        scale_family("resnet18", PAPER_COEFFICIENTS, [float("nan")])
+
+
+def test_summary_frame_columns_name_units():
+    df = summary_frame(scale_family("mobilenet_v2", PAPER_COEFFICIENTS, [0, 1]))
+    assert {"params", "macs", "activations", "macs_ratio", "formula_macs_ratio", "resolution_px"} <= set(df)
+    assert not any("flops" in c for c in df)
+
+
+def test_emitted_config_composes_in_hydra_and_rebuilds_the_network(tmp_path):
+    rounding = Rounding()
+    family = scale_family("efficientnet_b0", PAPER_COEFFICIENTS, [2], rounding, num_classes=10)
+    cfg = model_config(family[0], PAPER_COEFFICIENTS, rounding, 10, 224)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / f"{family[0].name}.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (tmp_path / "app.yaml").write_text("defaults:\n  - _self_\nseed: 0\n")
+    with initialize_config_dir(str(tmp_path), version_base="1.3"):
+        composed = compose("app", overrides=[f"+model={family[0].name}"])
+    rebuilt = model_from_config(OmegaConf.to_container(composed.model, resolve=True))
+    assert rebuilt.network == family[0].model.network
+    assert rebuilt.cost(10) == family[0].cost
+
+
+def test_model_from_config_detects_a_changed_backbone():
+    rounding = Rounding()
+    (m,) = scale_family("resnet18", PAPER_COEFFICIENTS, [1], rounding)
+    cfg = model_config(m, PAPER_COEFFICIENTS, rounding, 1000, 224)
+    cfg["stages"][0]["repeats"] += 1
+    with pytest.raises(ValueError, match="now scales to"):
+        model_from_config(cfg)
+    del cfg["depth_mult"]
+    with pytest.raises(ValueError, match="lacks the field 'depth_mult'"):
+        model_from_config(cfg)
+
+
+def test_published_comparison_table():
+    df = published_comparison(PAPER_COEFFICIENTS)
+    assert list(df["published"]) == [f"b{i}" for i in range(8)]
+    assert df.loc[0, "formula_architecture"] == "b0" and df.loc[1, "formula_architecture"] == "b2"
+    assert df.loc[0, "formula_macs"] == df.loc[0, "built_macs"]
+    assert (df["implied_phi_width"][1:] > 0).sum() == 6  # B1 keeps B0's width
+    other = published_comparison(Coefficients(1.4, 1.0, 1.2))
+    assert other.loc[1, "formula_architecture"] == ""  # depth 1.4 alone is no published model
