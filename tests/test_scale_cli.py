@@ -1,0 +1,68 @@
+"""``python -m scaling_search.scale`` as a user runs it: the outputs of a run, and bad input
+as one line on stderr with exit status 2, no traceback, and nothing written."""
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+PROG = "scaling_search.scale"
+
+
+def test_emits_configs_tables_and_published_comparison(run_cli, tmp_path):
+    out = tmp_path / "out"
+    r = run_cli(PROG, f"out_dir={out}", "phis=[0,1,2]")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (out / "model").iterdir()) == [
+        f"efficientnet_b0_phi{i}.yaml" for i in range(3)]
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["resolution_px"]) == [224, 258, 296]
+    assert summary.loc[0, "macs"] == 385_814_752  # pycls golden B0 less the SE gating multiply
+    cfg = OmegaConf.load(out / "model" / "efficientnet_b0_phi1.yaml")
+    assert cfg.resolution_px == 258 and cfg.cost.macs == summary.loc[1, "macs"]
+    assert [s.repeats for s in cfg.stages] == [2, 3, 3, 4, 4, 5, 2]  # B2's
+    published = pd.read_csv(out / "published.csv")
+    assert published.loc[1, "formula_architecture"] == "b2"
+    assert OmegaConf.load(out / "coefficients.yaml") == {
+        "depth_coef": 1.2, "width_coef": 1.1, "resolution_coef": 1.15}
+    assert OmegaConf.load(out / "config.yaml").phis == [0.0, 1.0, 2.0]
+    assert "efficientnet_b0_phi2" in r.stdout  # the summary is printed too
+    assert list(tmp_path.iterdir()) == [out]  # Hydra wrote nothing of its own
+
+
+def test_other_backbone_and_rerun_replaces_output(run_cli, tmp_path):
+    out = tmp_path / "out"
+    (out / "model").mkdir(parents=True)
+    (out / "model" / "stale.yaml").write_text("old: 1\n")
+    r = run_cli(PROG, f"out_dir={out}", "backbone=resnet18", "phis=[-1,1]", "rounding=plain")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (out / "model").iterdir()) == ["resnet18_phi1.yaml", "resnet18_phim1.yaml"]
+    assert not (out / "published.csv").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["coefficients.depth_coef=0.9"], "coefficients.depth_coef must be >= 1"),
+    (["coefficients.width_coef=nan"], "coefficients.width_coef must be finite"),
+    (["resolution_px=0"], "resolution_px must be a positive integer"),
+    (["backbone=nope"], "unknown backbone 'nope'; known: efficientnet_b0"),
+    (["phis=[1,2"], "no viable alternative"),
+    (["foo=1"], "Could not override 'foo'"),
+    (["rounding=bogus"], "Could not find 'rounding/bogus'"),
+    (["rounding.channel_divisor=1", "rounding.channel_min=0", "rounding.channel_min_fraction=0",
+      "phis=[-60]"], "rounds the stem (32 channels) to 0 channels"),
+])
+def test_bad_input_is_one_line_exit_2_nothing_written(run_cli, tmp_path, args, message):
+    out = tmp_path / "out"
+    r = run_cli(PROG, f"out_dir={out}", *args)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{PROG}: error: ") and message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_run_keeps_the_previous_output(run_cli, tmp_path):
+    out = tmp_path / "out"
+    assert run_cli(PROG, f"out_dir={out}", "phis=[1]", "compare_published=false").returncode == 0
+    before = sorted(p.name for p in out.rglob("*"))
+    assert run_cli(PROG, f"out_dir={out}", "backbone=nope").returncode == 2
+    assert sorted(p.name for p in out.rglob("*")) == before
