@@ -61,15 +61,6 @@ def _linear(fin: int, fout: int) -> Cost:
     return Cost(params=fin * fout + fout, macs=fin * fout, activations=fout)
 
 
-def mbconv_hidden(b: BlockSpec) -> int:
-    return int(round(b.in_channels * b.expand_ratio))
-
-
-def se_channels(b: BlockSpec) -> int:
-    """Squeeze width: a fraction of the block's *input* channels (TF reference, torchvision)."""
-    return max(1, int(b.in_channels * b.se_ratio))
-
-
 def _stem(b: BlockSpec, h: int) -> tuple[Cost, int]:
     return _conv_bn(b.in_channels, b.out_channels, b.kernel, b.stride, h)
 
@@ -86,7 +77,7 @@ def _dwsep(b: BlockSpec, h: int) -> tuple[Cost, int]:
 
 
 def _mbconv(b: BlockSpec, h: int) -> tuple[Cost, int]:
-    hidden = mbconv_hidden(b)
+    hidden = b.hidden_channels
     cost = Cost()
     if hidden != b.in_channels:
         expand, h = _conv_bn(b.in_channels, hidden, 1, 1, h)
@@ -94,7 +85,7 @@ def _mbconv(b: BlockSpec, h: int) -> tuple[Cost, int]:
     dw, h = _conv_bn(hidden, hidden, b.kernel, b.stride, h, groups=hidden)
     cost += dw
     if b.se_ratio > 0:
-        sq = se_channels(b)
+        sq = b.se_channels
         cost += _conv(hidden, sq, 1, 1, 1, bias=True)[0] + _conv(sq, hidden, 1, 1, 1, bias=True)[0]
     project, h = _conv_bn(hidden, b.out_channels, 1, 1, h)
     return cost + project, h

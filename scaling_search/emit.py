@@ -44,8 +44,8 @@ def scale_family(backbone: str, coefficients: Coefficients, phis: Sequence[float
     """Scales ``backbone`` at every φ in ``phis`` (in the given order, duplicates dropped)."""
     if not phis:
         raise ValueError("phis is empty; give at least one phi, e.g. phis=[1,2,3]")
-    base_model = get_backbone(backbone)
-    base_macs = base_model.scale(Multipliers(), rounding, resolution_px).cost(num_classes).macs
+    bb = get_backbone(backbone)
+    base_macs = bb.scale(Multipliers(), rounding, resolution_px).cost(num_classes).macs
     members, seen = [], set()
     for phi in phis:
         phi = float(phi)
@@ -54,7 +54,7 @@ def scale_family(backbone: str, coefficients: Coefficients, phis: Sequence[float
         if phi in seen:
             continue
         seen.add(phi)
-        model = base_model.scale(coefficients.multipliers(phi), rounding, resolution_px)
+        model = bb.scale(coefficients.multipliers(phi), rounding, resolution_px)
         cost = model.cost(num_classes)
         members.append(FamilyMember(member_name(backbone, phi), phi, model, cost,
                                     cost.macs / base_macs, coefficients.formula_macs_ratio(phi)))

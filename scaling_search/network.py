@@ -16,7 +16,6 @@ from torch import nn
 from torchvision.ops import SqueezeExcitation, StochasticDepth
 from torchvision.ops.misc import Conv2dNormActivation
 
-from scaling_search.complexity import mbconv_hidden, se_channels
 from scaling_search.stages import BlockSpec, ScaledNetwork, iter_blocks
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "relu6": nn.ReLU6, "silu": nn.SiLU}
@@ -66,13 +65,13 @@ def _dwsep(b: BlockSpec, act, drop_path) -> nn.Module:
 
 
 def _mbconv(b: BlockSpec, act, drop_path) -> nn.Module:
-    hidden = mbconv_hidden(b)
+    hidden = b.hidden_channels
     layers: list[nn.Module] = []
     if hidden != b.in_channels:
         layers.append(_cna(b.in_channels, hidden, 1, 1, act))
     layers.append(_cna(hidden, hidden, b.kernel, b.stride, act, groups=hidden))
     if b.se_ratio > 0:
-        layers.append(SqueezeExcitation(hidden, se_channels(b), activation=act))
+        layers.append(SqueezeExcitation(hidden, b.se_channels, activation=act))
     layers.append(_cna(hidden, b.out_channels, 1, 1, None))
     body = nn.Sequential(*layers)
     if b.stride == 1 and b.in_channels == b.out_channels:

@@ -30,6 +30,15 @@ def _check_finite(name: str, value: float) -> float:
     return value
 
 
+def _validate_positive(obj: object, names: tuple[str, ...]) -> None:
+    """Checks each named field of a frozen dataclass is a finite number > 0; stores floats."""
+    for name in names:
+        value = _check_finite(name, getattr(obj, name))
+        if value <= 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+        object.__setattr__(obj, name, value)
+
+
 @dataclass(frozen=True)
 class Coefficients:
     """The per-dimension bases of compound scaling.
@@ -45,11 +54,7 @@ class Coefficients:
     resolution_coef: float
 
     def __post_init__(self) -> None:
-        for name in ("depth_coef", "width_coef", "resolution_coef"):
-            value = _check_finite(name, getattr(self, name))
-            if value <= 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
-            object.__setattr__(self, name, value)
+        _validate_positive(self, ("depth_coef", "width_coef", "resolution_coef"))
 
     @property
     def product(self) -> float:
@@ -109,11 +114,7 @@ class Multipliers:
     resolution_mult: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("depth_mult", "width_mult", "resolution_mult"):
-            value = _check_finite(name, getattr(self, name))
-            if value <= 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
-            object.__setattr__(self, name, value)
+        _validate_positive(self, ("depth_mult", "width_mult", "resolution_mult"))
 
 
 @dataclass(frozen=True)

@@ -203,15 +203,8 @@ def scale_table(
         if head < 1:
             raise ValueError(f"width_mult={w:.4g} rounds the head to 0 channels")
 
-    base_px = table.resolution_px if resolution_px is None else resolution_px
-    if int(base_px) != base_px or base_px < 1:
-        raise ValueError(f"resolution_px must be a positive integer, got {base_px!r}")
-    px = rounding.resolution_of(base_px * multipliers.resolution_mult)
-    if px < 1:
-        raise ValueError(
-            f"resolution_mult={multipliers.resolution_mult:.4g} rounds {base_px} px to {px} px; "
-            "resolution must be >= 1"
-        )
+    px = scale_resolution(table.resolution_px if resolution_px is None else resolution_px,
+                          multipliers, rounding)
     return ScaledNetwork(
         name=table.name,
         stem=stem,
@@ -224,6 +217,17 @@ def scale_table(
         in_channels=table.in_channels,
         multipliers=multipliers,
     )
+
+
+def scale_resolution(base_px: int, multipliers: Multipliers, rounding: Rounding) -> int:
+    """The input resolution after scaling: ``base_px × resolution_mult``, rounded."""
+    if isinstance(base_px, bool) or int(base_px) != base_px or base_px < 1:
+        raise ValueError(f"resolution_px must be a positive integer, got {base_px!r}")
+    px = rounding.resolution_of(base_px * multipliers.resolution_mult)
+    if px < 1:
+        raise ValueError(f"resolution_mult={multipliers.resolution_mult:.4g} rounds {base_px} px "
+                         f"to {px} px; resolution must be >= 1")
+    return px
 
 
 @dataclass(frozen=True)
@@ -240,6 +244,16 @@ class BlockSpec:
     se_ratio: float
     stage_index: int  # 0 for the stem, 1.. for the body
     block_index: int  # 0-based position among the body's blocks (-1 for the stem)
+
+    @property
+    def hidden_channels(self) -> int:
+        """``mbconv``: width of the expanded (depthwise) part."""
+        return int(round(self.in_channels * self.expand_ratio))
+
+    @property
+    def se_channels(self) -> int:
+        """Squeeze width: a fraction of the block's *input* channels (TF reference, torchvision)."""
+        return max(1, int(self.in_channels * self.se_ratio))
 
 
 def iter_blocks(net: ScaledNetwork) -> Iterator[BlockSpec]:

@@ -25,7 +25,7 @@ from torch import nn
 from scaling_search.complexity import Cost, count_cost, estimate_cost
 from scaling_search.network import build_network
 from scaling_search.scaling import REFERENCE_ROUNDING, Multipliers, Rounding
-from scaling_search.stages import ScaledNetwork, StageTable, scale_table
+from scaling_search.stages import ScaledNetwork, StageTable, scale_resolution, scale_table
 
 Builder = Callable[[float, float, int], nn.Module]
 
@@ -89,13 +89,8 @@ class Backbone:
             net = scale_table(self.table, multipliers, rounding, resolution_px)
             return ScaledModel(self.name, multipliers, net.resolution_px, net,
                                in_channels=self.in_channels)
-        base = self.resolution_px if resolution_px is None else resolution_px
-        if int(base) != base or base < 1:
-            raise ValueError(f"resolution_px must be a positive integer, got {base!r}")
-        px = rounding.resolution_of(base * multipliers.resolution_mult)
-        if px < 1:
-            raise ValueError(f"resolution_mult={multipliers.resolution_mult:.4g} rounds "
-                             f"{base} px to {px} px; resolution must be >= 1")
+        px = scale_resolution(self.resolution_px if resolution_px is None else resolution_px,
+                              multipliers, rounding)
         return ScaledModel(self.name, multipliers, px, None, self.builder, self.in_channels)
 
 
