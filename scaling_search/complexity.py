@@ -142,8 +142,8 @@ def count_cost(model: nn.Module, resolution_px: int, in_channels: int = 3) -> Co
     from torch.utils.flop_counter import FlopCounterMode
 
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    device = next(model.parameters()).device
-    if device.type != "meta":
+    first = next(iter(model.parameters()), None)
+    if first is not None and first.device.type != "meta":
         model = _meta_copy(model)
     was_training = model.training
     model.eval()

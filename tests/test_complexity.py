@@ -77,3 +77,8 @@ def test_count_cost_leaves_a_training_module_in_training_mode():
     model.train()
     count_cost(model, 64)
     assert model.training
+
+
+def test_count_cost_of_a_parameter_free_module():
+    cost = count_cost(nn.Sequential(nn.AvgPool2d(2), nn.Flatten()), 8)
+    assert cost == Cost(params=0, macs=0, activations=0)
