@@ -8,12 +8,14 @@ exit status 2; ``user_errors`` does the same for errors raised by the app itself
 
 from __future__ import annotations
 
+import itertools
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import OmegaConf
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 EXIT_USAGE = 2
@@ -43,23 +45,31 @@ def _describe(e: BaseException) -> str:
     return str(e)
 
 
-def _first_values(overrides):
-    """Each override with a sweep (``seed=0,1,2``) replaced by its first value."""
-    out = []
+MAX_PREFLIGHT_JOBS = 1000
+
+
+def _jobs(overrides) -> Iterator[list[str]]:
+    """The override list of every job a basic-launcher sweep will run (``seed=0,1,2``: three)."""
+    choices = []
     for o in overrides:
         if o.is_sweep_override():
             try:
-                first = next(iter(o.sweep_string_iterator()))
-            except Exception:  # an interval or other sweep a sweeper samples: skip it
+                values = list(o.sweep_string_iterator())
+            except Exception:  # an interval a sweeper samples: the job checks its own values
                 continue
-            out.append(f"{o.get_key_element()}={first}")
+            choices.append([f"{o.get_key_element()}={v}" for v in values])
         else:
-            out.append(o.input_line)
-    return out
+            choices.append([o.input_line])
+    return itertools.islice(itertools.product(*choices), MAX_PREFLIGHT_JOBS)
 
 
-def preflight(prog: str, config_name: str, argv: list[str]) -> None:
-    """Parses the command line and composes the config as Hydra will; exits 2 on an error."""
+def preflight(prog: str, config_name: str, argv: list[str],
+              validate: Callable[[Mapping], object] | None = None) -> None:
+    """Composes the config of every job as Hydra will, and checks it with ``validate``.
+
+    Runs before Hydra starts, so a typo in the last value of a sweep fails before the first
+    job writes anything. Exits 2 with one line on the first error.
+    """
     from hydra import compose, initialize_config_dir
     from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -68,15 +78,25 @@ def preflight(prog: str, config_name: str, argv: list[str]) -> None:
     args, _ = get_args_parser().parse_known_args(argv)
     if args.help or args.hydra_help or args.info or args.cfg or args.shell_completion:
         return  # Hydra's own informational modes
-    try:
-        overrides = OverridesParser.create().parse_overrides(args.overrides)
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name=prog):
-            compose(config_name, overrides=_first_values(overrides))
-    except (HydraException, OmegaConfBaseException) as e:
-        fail(prog, _describe(e) if isinstance(e, OmegaConfBaseException) else str(e))
+    with user_errors(prog):
+        try:
+            overrides = OverridesParser.create().parse_overrides(args.overrides)
+            with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name=prog):
+                for job in _jobs(overrides):
+                    cfg = compose(config_name, overrides=list(job))
+                    if validate is None:
+                        continue
+                    try:
+                        plain = OmegaConf.to_container(cfg, resolve=True)
+                    except InterpolationResolutionError:
+                        continue  # e.g. ${hydra:...}, which resolves only inside a run
+                    validate(plain)
+        except HydraException as e:
+            fail(prog, str(e))
 
 
-def run_hydra_app(main: Callable[[], None], prog: str, config_name: str) -> None:
+def run_hydra_app(main: Callable[[], None], prog: str, config_name: str,
+                  validate: Callable[[Mapping], object] | None = None) -> None:
     """Runs a ``@hydra.main`` function after ``preflight``."""
-    preflight(prog, config_name, sys.argv[1:])
+    preflight(prog, config_name, sys.argv[1:], validate)
     main()

@@ -37,6 +37,17 @@ _SUMMARY_FORMATS = {
     "params": "{:,}", "macs": "{:,}", "activations": "{:,}",
     "macs_ratio": "{:.3f}", "formula_macs_ratio": "{:.3f}",
 }
+_PUBLISHED_FORMATS = {
+    "formula_depth_mult": "{:.3f}", "formula_width_mult": "{:.3f}", "formula_params": "{:,}",
+    "formula_macs": "{:,}", "published_params": "{:,.0f}", "published_macs": "{:,.0f}",
+    "built_params": "{:,}", "built_macs": "{:,}", "implied_phi_depth": "{:.2f}",
+    "implied_phi_width": "{:.2f}", "implied_phi_resolution": "{:.2f}",
+}
+_PUBLISHED_ON_CONSOLE = [
+    "phi", "formula_resolution_px", "formula_macs", "formula_architecture", "published",
+    "published_resolution_px", "built_macs", "implied_phi_depth", "implied_phi_width",
+    "implied_phi_resolution",
+]
 
 
 def _markdown(df, formats: dict[str, str]) -> str:
@@ -73,12 +84,7 @@ def emit(settings: ScaleSettings) -> Path:
         (stage / "summary.md").write_text(_markdown(summary, _SUMMARY_FORMATS))
         if published is not None:
             published.to_csv(stage / "published.csv", index=False)
-            (stage / "published.md").write_text(_markdown(published, {
-                "formula_depth_mult": "{:.3f}", "formula_width_mult": "{:.3f}",
-                "formula_params": "{:,}", "formula_macs": "{:,}", "published_params": "{:,.0f}",
-                "published_macs": "{:,.0f}", "built_params": "{:,}", "built_macs": "{:,}",
-                "implied_phi_depth": "{:.2f}", "implied_phi_width": "{:.2f}",
-                "implied_phi_resolution": "{:.2f}"}))
+            (stage / "published.md").write_text(_markdown(published, _PUBLISHED_FORMATS))
         (stage / "coefficients.yaml").write_text(OmegaConf.to_yaml(asdict(settings.coefficients)))
         resolved = {**asdict(settings), "out_dir": str(settings.out_dir), "phis": list(settings.phis),
                     "imports": list(settings.imports)}
@@ -86,12 +92,7 @@ def emit(settings: ScaleSettings) -> Path:
 
     print(_markdown(summary, _SUMMARY_FORMATS))
     if published is not None:
-        cols = ["phi", "formula_resolution_px", "formula_macs", "formula_architecture", "published",
-                "published_resolution_px", "built_macs", "implied_phi_depth", "implied_phi_width",
-                "implied_phi_resolution"]
-        print(_markdown(published[cols], {"formula_macs": "{:,}", "built_macs": "{:,}",
-                                          "implied_phi_depth": "{:.2f}", "implied_phi_width": "{:.2f}",
-                                          "implied_phi_resolution": "{:.2f}"}))
+        print(_markdown(published[_PUBLISHED_ON_CONSOLE], _PUBLISHED_FORMATS))
     log.info("wrote %d model configs and the summary to %s", len(configs), settings.out_dir)
     return settings.out_dir
 
@@ -103,4 +104,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    run_hydra_app(main, PROG, "scale")
+    run_hydra_app(main, PROG, "scale", validate=ScaleSettings.from_dict)

@@ -67,3 +67,17 @@ def test_failed_run_keeps_the_previous_output(run_cli, tmp_path):
     before = sorted(p.name for p in out.rglob("*"))
     assert run_cli(PROG, f"out_dir={out}", "backbone=nope").returncode == 2
     assert sorted(p.name for p in out.rglob("*")) == before
+
+
+def test_multirun_checks_every_job_before_the_first_runs(run_cli, tmp_path):
+    r = run_cli(PROG, "--multirun", "backbone=resnet18,nope", "phis=[0]")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"{PROG}: error: unknown backbone 'nope'; known: " + r.stderr.split("known: ")[1].strip()]
+    assert list(tmp_path.iterdir()) == []  # not even job 0's output, nor Hydra's sweep folder
+
+
+def test_multirun_writes_one_folder_per_job(run_cli, tmp_path):
+    r = run_cli(PROG, "--multirun", "backbone=resnet18,mobilenet_v2", "phis=[0]")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "results" / "scale").iterdir()) == ["mobilenet_v2", "resnet18"]
