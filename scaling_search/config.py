@@ -34,7 +34,8 @@ def _build(cls, d: object, where: str):
     except TypeError as e:
         raise ValueError(f"{where}: {e}") from None
     except ValueError as e:
-        raise ValueError(f"{where}.{e}") from None
+        msg = str(e)
+        raise ValueError(msg if msg.startswith(f"{where}.") else f"{where}.{msg}") from None
 
 
 def coefficients_from(d: object, require_at_least_one: bool = True) -> Coefficients:
@@ -123,4 +124,110 @@ class ScaleSettings:
             out_dir=Path(out_dir).expanduser().resolve(),
             imports=imports,
             compare_published=bool(d.get("compare_published", True)),
+        )
+
+
+def _check_keys(d: Mapping, known: set[str], where: str) -> None:
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{where} has unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
+@dataclass(frozen=True)
+class GridSettings:
+    """Settings of ``python -m scaling_search.grid`` (Step 1), from its composed config."""
+
+    backbone: str
+    backbone_tag: str
+    proxy_depth_mult: float
+    proxy_width_mult: float
+    proxy_resolution_px: int | None
+    space: object  # SearchSpace
+    data: object  # DataSettings
+    trainer: object  # TrainSettings
+    runner_kind: str
+    runner: object  # RaySettings (also used by optuna_tpe)
+    tpe_trials: int
+    rounding: Rounding
+    seed: int
+    seeds_per_candidate: int
+    include_baseline: bool
+    dry_run: bool
+    out_dir: Path
+    study_storage: str | None
+    study_name: str | None
+    emit_phis: tuple[float, ...]
+    emit_num_classes: int
+    imports: tuple[str, ...] = ()
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.seeds_per_candidate)]
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> GridSettings:
+        from scaling_search.data import DataSettings
+        from scaling_search.runners.ray_tune import RaySettings
+        from scaling_search.space import SearchSpace
+        from scaling_search.trainer import TrainSettings
+
+        d = dict(_mapping(d, "config"))
+        _check_keys(d, {"backbone", "proxy", "space", "data", "trainer", "runner", "rounding", "seed",
+                        "seeds_per_candidate", "include_baseline", "dry_run", "out_dir", "study",
+                        "emit", "imports", "experiment"}, "config")
+        imports = import_plugins(d.get("imports"))
+        from scaling_search.backbones import get_backbone
+
+        bb = dict(_mapping(d.get("backbone"), "backbone"))
+        _check_keys(bb, {"name", "tag"}, "backbone")
+        if not isinstance(bb.get("name"), str):
+            raise ValueError(f"backbone.name must be a registry name, got {bb.get('name')!r}")
+        get_backbone(bb["name"])
+        proxy = dict(_mapping(d.get("proxy", {}), "proxy"))
+        _check_keys(proxy, {"depth_mult", "width_mult", "resolution_px"}, "proxy")
+        for k in ("depth_mult", "width_mult"):
+            v = proxy.get(k, 1.0)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ValueError(f"proxy.{k} must be a number > 0, got {v!r}")
+        data = _build(DataSettings, d.get("data"), "data")
+        runner = dict(_mapping(d.get("runner"), "runner"))
+        kind = runner.pop("kind", "ray")
+        if kind not in ("ray", "local", "optuna_tpe"):
+            raise ValueError(f"runner.kind must be ray, local or optuna_tpe, got {kind!r}")
+        tpe_trials = runner.pop("n_trials", 20)
+        ray_settings = _build(RaySettings, runner, "runner")
+        space = d.get("space")
+        _check_keys(_mapping(space, "space"), {"depth_range", "width_range", "resolution_range", "step",
+                                              "target", "tolerance", "filter_on"}, "space")
+        study = dict(_mapping(d.get("study", {}), "study"))
+        _check_keys(study, {"storage", "name"}, "study")
+        emit = dict(_mapping(d.get("emit", {}), "emit"))
+        _check_keys(emit, {"phis", "num_classes"}, "emit")
+        phis = emit.get("phis", [1, 2, 3, 4, 5, 6, 7])
+        if not isinstance(phis, (list, tuple)) or not all(
+                isinstance(p, (int, float)) and not isinstance(p, bool) for p in phis):
+            raise ValueError(f"emit.phis must be a list of numbers, got {phis!r}")
+        seed = d.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        out_dir = d.get("out_dir")
+        if not out_dir or not isinstance(out_dir, str):
+            raise ValueError(f"out_dir must be a folder path, got {out_dir!r}")
+        return cls(
+            backbone=bb["name"], backbone_tag=str(bb.get("tag") or bb["name"]),
+            proxy_depth_mult=float(proxy.get("depth_mult", 1.0)),
+            proxy_width_mult=float(proxy.get("width_mult", 1.0)),
+            proxy_resolution_px=_positive_int(proxy.get("resolution_px"), "proxy.resolution_px", True),
+            space=SearchSpace.from_values(**space), data=data,
+            trainer=_build(TrainSettings, d.get("trainer"), "trainer"),
+            runner_kind=kind, runner=ray_settings,
+            tpe_trials=_positive_int(tpe_trials, "runner.n_trials"),
+            rounding=rounding_from(d.get("rounding", {})), seed=seed,
+            seeds_per_candidate=_positive_int(d.get("seeds_per_candidate", 1), "seeds_per_candidate"),
+            include_baseline=bool(d.get("include_baseline", True)), dry_run=bool(d.get("dry_run", False)),
+            out_dir=Path(out_dir).expanduser().resolve(),
+            study_storage=study.get("storage"), study_name=study.get("name"),
+            emit_phis=tuple(float(p) for p in phis),
+            emit_num_classes=_positive_int(emit.get("num_classes", 1000), "emit.num_classes"),
+            imports=imports,
         )

@@ -12,13 +12,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from scaling_search.backbones import ScaledModel, get_backbone
 from scaling_search.complexity import Cost
 from scaling_search.reference import BASELINE, published_efficientnets
+from scaling_search.files import staged_directory
 from scaling_search.scaling import REFERENCE_ROUNDING, Coefficients, Multipliers, Rounding
+
+if TYPE_CHECKING:
+    from scaling_search.config import ScaleSettings
 
 
 @dataclass(frozen=True)
@@ -192,3 +198,68 @@ def published_comparison(coefficients: Coefficients, rounding: Rounding = REFERE
             "implied_phi_resolution": phi["resolution"],
         })
     return pd.DataFrame(rows)
+
+
+SUMMARY_FORMATS = {
+    "phi": "{:g}", "depth_mult": "{:.3f}", "width_mult": "{:.3f}", "resolution_mult": "{:.3f}",
+    "params": "{:,}", "macs": "{:,}", "activations": "{:,}",
+    "macs_ratio": "{:.3f}", "formula_macs_ratio": "{:.3f}",
+}
+PUBLISHED_FORMATS = {
+    "formula_depth_mult": "{:.3f}", "formula_width_mult": "{:.3f}", "formula_params": "{:,}",
+    "formula_macs": "{:,}", "published_params": "{:,.0f}", "published_macs": "{:,.0f}",
+    "built_params": "{:,}", "built_macs": "{:,}", "implied_phi_depth": "{:.2f}",
+    "implied_phi_width": "{:.2f}", "implied_phi_resolution": "{:.2f}",
+}
+PUBLISHED_ON_CONSOLE = [
+    "phi", "formula_resolution_px", "formula_macs", "formula_architecture", "published",
+    "published_resolution_px", "built_macs", "implied_phi_depth", "implied_phi_width",
+    "implied_phi_resolution",
+]
+
+
+def markdown(df, formats: dict[str, str]) -> str:
+    shown = df.copy()
+    for col, fmt in formats.items():
+        if col in shown:
+            shown[col] = [fmt.format(v) if v == v and v is not None else "" for v in shown[col]]
+    return shown.to_markdown(index=False) + "\n"
+
+
+def write_family(settings: ScaleSettings, prog: str = "scaling_search.scale") -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Computes the family, then writes it all into ``settings.out_dir`` at once.
+
+    Returns:
+        The summary table, and the comparison with the published B0–B7 (or None).
+    """
+    members = scale_family(settings.backbone, settings.coefficients, settings.phis,
+                           settings.rounding, settings.resolution_px, settings.num_classes)
+    base_px = settings.resolution_px or get_backbone(settings.backbone).resolution_px
+    configs = {m.name: model_config(m, settings.coefficients, settings.rounding,
+                                    settings.num_classes, base_px) for m in members}
+    summary = summary_frame(members)
+    published = None
+    if settings.compare_published and settings.backbone == BASELINE and settings.resolution_px in (None, 224):
+        published = published_comparison(settings.coefficients, settings.rounding, settings.num_classes)
+
+    with staged_directory(settings.out_dir) as stage:
+        (stage / "model").mkdir()
+        for name, cfg in configs.items():
+            header = (f"# {settings.backbone} compound-scaled at phi={cfg['phi']:g} "
+                      f"(alpha={settings.coefficients.depth_coef:g}, "
+                      f"beta={settings.coefficients.width_coef:g}, "
+                      f"gamma={settings.coefficients.resolution_coef:g}).\n"
+                      f"# Emitted by `python -m {prog}`. Use: +model={name} "
+                      f"hydra.searchpath=[file://{settings.out_dir}]\n")
+            (stage / "model" / f"{name}.yaml").write_text(header + OmegaConf.to_yaml(cfg))
+        summary.to_csv(stage / "summary.csv", index=False)
+        (stage / "summary.md").write_text(markdown(summary, SUMMARY_FORMATS))
+        if published is not None:
+            published.to_csv(stage / "published.csv", index=False)
+            (stage / "published.md").write_text(markdown(published, PUBLISHED_FORMATS))
+        (stage / "coefficients.yaml").write_text(OmegaConf.to_yaml(asdict(settings.coefficients)))
+        resolved = {**asdict(settings), "out_dir": str(settings.out_dir), "phis": list(settings.phis),
+                    "imports": list(settings.imports)}
+        (stage / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+
+    return summary, published

@@ -33,6 +33,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 @contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary path to write (e.g. ``df.to_parquet``); renamed to ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
 def staged_directory(out_dir: str | os.PathLike) -> Iterator[Path]:
     """Yields an empty staging folder that replaces ``out_dir`` when the block succeeds.
 

@@ -1,0 +1,46 @@
+"""``python -m scaling_search.grid``: Step 1 of compound scaling as a Hydra app.
+
+Composes ``conf/grid.yaml`` (groups backbone, data, space, trainer, runner, rounding and an
+experiment preset), turns it once into a frozen ``GridSettings`` and runs the search
+(``search.run_search``). ``--multirun`` sweeps outer axes (``seed=0,1,2 data=digits,synthetic``),
+one full search per job; ``multirun.SummaryCallback`` then compares their winners.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from scaling_search.cli import run_hydra_app, user_errors
+from scaling_search.config import GridSettings
+
+PROG = "scaling_search.grid"
+
+
+def validate(plain: dict) -> None:
+    """Everything that can be checked before a search starts (used by the preflight)."""
+    from scaling_search.runners.ray_tune import check_local_gpus
+    from scaling_search.search import plan
+
+    settings = GridSettings.from_dict(plain)
+    if settings.runner_kind != "local":
+        check_local_gpus(settings.runner)
+    plan(settings)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="grid")
+def main(cfg: DictConfig) -> dict | None:
+    from scaling_search.search import run_search
+
+    with user_errors(PROG):
+        settings = GridSettings.from_dict(OmegaConf.to_container(cfg, resolve=True))
+        outcome = run_search(settings)
+    if outcome is None:
+        return None
+    return {"out_dir": str(outcome.run_dir), "backbone": settings.backbone, "data": settings.data.name,
+            "seed": settings.seed, "winner": outcome.winner, "baseline": outcome.baseline,
+            "trials": outcome.trials, "failed": outcome.failed}
+
+
+if __name__ == "__main__":
+    run_hydra_app(main, PROG, "grid", validate=validate)

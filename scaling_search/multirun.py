@@ -1,0 +1,68 @@
+"""The summary of a ``--multirun`` of searches: does the winner change with the seed or the data?
+
+A Hydra callback: each job's return value (its winner) is collected as the job ends, and at
+the end of the sweep ``multirun_summary.csv`` / ``.md`` are written to the sweep folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from hydra.experimental.callback import Callback
+
+from scaling_search.emit import markdown
+from scaling_search.files import atomic_output, atomic_write_text
+
+
+def summary_frame(jobs: list[dict]) -> pd.DataFrame:
+    """One row per job: its outer settings, its winner and the baseline it was compared with."""
+    rows = []
+    for job in jobs:
+        win, base = job.get("winner") or {}, job.get("baseline") or {}
+        rows.append({"backbone": job["backbone"], "data": job["data"], "seed": job["seed"],
+                     "winner": win.get("candidate_id"), "depth_coef": win.get("depth_coef"),
+                     "width_coef": win.get("width_coef"), "resolution_coef": win.get("resolution_coef"),
+                     "top1": win.get("top1_mean"), "macs": win.get("macs"),
+                     "baseline_top1": base.get("top1_mean"), "trials": job["trials"],
+                     "failed": job["failed"], "out_dir": job["out_dir"]})
+    return pd.DataFrame(rows)
+
+
+def stability(df: pd.DataFrame) -> list[str]:
+    """Sentences: per data, does the winner change with the seed; per seed, with the data?"""
+    lines = []
+    for axis, other in (("data", "seed"), ("seed", "data")):
+        for value, group in df.groupby(axis):
+            if len(group) < 2:
+                continue
+            winners = sorted(set(group["winner"].dropna()))
+            verdict = "the same winner" if len(winners) == 1 else f"{len(winners)} different winners"
+            lines.append(f"{axis}={value}: {verdict} across {other} ({', '.join(winners)})")
+    return lines
+
+
+class SummaryCallback(Callback):
+    def __init__(self) -> None:
+        self.jobs: list[dict] = []
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        try:
+            value = job_return.return_value
+        except Exception:  # noqa: BLE001 - a failed job has no return value; Hydra reports it
+            return
+        if isinstance(value, dict):
+            self.jobs.append(value)
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        if not self.jobs:
+            return
+        df = summary_frame(self.jobs)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        with atomic_output(sweep_dir / "multirun_summary.csv") as tmp:
+            df.to_csv(tmp, index=False)
+        lines = stability(df)
+        text = markdown(df, {"top1": "{:.4f}", "baseline_top1": "{:.4f}", "macs": "{:,.0f}"})
+        atomic_write_text(sweep_dir / "multirun_summary.md", text + "\n" + "\n".join(lines) + "\n")
+        print(text + "\n".join(lines), flush=True)
+        print(f"multirun summary: {sweep_dir / 'multirun_summary.md'}", flush=True)
