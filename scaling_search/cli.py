@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import OmegaConf
-from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 EXIT_USAGE = 2
@@ -39,6 +39,8 @@ def user_errors(prog: str) -> Iterator[None]:
 
 
 def _describe(e: BaseException) -> str:
+    if isinstance(e, MissingMandatoryValue) and getattr(e, "full_key", None):
+        return f"{e.full_key} has no value (???); set it, e.g. {e.full_key}=..."
     if isinstance(e, OmegaConfBaseException):
         # OmegaConf appends "full_key: ... object_type=..." lines; the first line says it.
         return str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -87,7 +89,7 @@ def preflight(prog: str, config_name: str, argv: list[str],
                     if validate is None:
                         continue
                     try:
-                        plain = OmegaConf.to_container(cfg, resolve=True)
+                        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
                     except InterpolationResolutionError:
                         continue  # e.g. ${hydra:...}, which resolves only inside a run
                     validate(plain)

@@ -148,6 +148,7 @@ class GridSettings:
     runner_kind: str
     runner: object  # RaySettings (also used by optuna_tpe)
     tpe_trials: int
+    executor: str  # what trains optuna_tpe's samples: ray or local
     rounding: Rounding
     seed: int
     seeds_per_candidate: int
@@ -195,6 +196,9 @@ class GridSettings:
         if kind not in ("ray", "local", "optuna_tpe"):
             raise ValueError(f"runner.kind must be ray, local or optuna_tpe, got {kind!r}")
         tpe_trials = runner.pop("n_trials", 20)
+        executor = runner.pop("executor", "ray")
+        if executor not in ("ray", "local"):
+            raise ValueError(f"runner.executor must be ray or local, got {executor!r}")
         ray_settings = _build(RaySettings, runner, "runner")
         space = d.get("space")
         _check_keys(_mapping(space, "space"), {"depth_range", "width_range", "resolution_range", "step",
@@ -221,7 +225,7 @@ class GridSettings:
             space=SearchSpace.from_values(**space), data=data,
             trainer=_build(TrainSettings, d.get("trainer"), "trainer"),
             runner_kind=kind, runner=ray_settings,
-            tpe_trials=_positive_int(tpe_trials, "runner.n_trials"),
+            tpe_trials=_positive_int(tpe_trials, "runner.n_trials"), executor=executor,
             rounding=rounding_from(d.get("rounding", {})), seed=seed,
             seeds_per_candidate=_positive_int(d.get("seeds_per_candidate", 1), "seeds_per_candidate"),
             include_baseline=bool(d.get("include_baseline", True)), dry_run=bool(d.get("dry_run", False)),

@@ -14,6 +14,7 @@ every trial and every training seed sees the same split.
 from __future__ import annotations
 
 import math
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,10 +183,15 @@ def load_cifar(settings: DataSettings) -> ImageData:
         raise FileNotFoundError(f"data.root {str(root)!r} does not exist; point it at the folder "
                                 f"holding {base.base_folder}/ or set data.download=true")
 
-    class Unverified(base):  # same files and parsing, without torchvision's MD5 check
+    class Unverified(base):  # same files and parsing, without torchvision's MD5 checks
         def _check_integrity(self) -> bool:
             return all((Path(self.root) / self.base_folder / name).is_file()
                        for name, _ in self.train_list + self.test_list)
+
+        def _load_meta(self) -> None:
+            with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
+                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
     cls = base if settings.verify else Unverified
     try:

@@ -33,7 +33,7 @@ def main(cfg: DictConfig) -> dict | None:
     from scaling_search.search import run_search
 
     with user_errors(PROG):
-        settings = GridSettings.from_dict(OmegaConf.to_container(cfg, resolve=True))
+        settings = GridSettings.from_dict(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
         outcome = run_search(settings)
     if outcome is None:
         return None

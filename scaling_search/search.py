@@ -140,7 +140,7 @@ def _write_table(df: pd.DataFrame, stem: Path) -> None:
 def make_runner(s: GridSettings):
     from scaling_search.runners import LocalRunner
 
-    if s.runner_kind == "local":
+    if s.runner_kind == "local" or (s.runner_kind == "optuna_tpe" and s.executor == "local"):
         return LocalRunner(max(1, int(s.runner.cpus_per_trial)))
     from scaling_search.runners.ray_tune import RayTuneRunner
 
@@ -155,13 +155,14 @@ def run_search(s: GridSettings, out=sys.stdout) -> SearchOutcome | None:
         return None
     check_run_dir(s)
     owns_ray = False
-    if s.runner_kind != "local":
+    uses_ray = s.runner_kind == "ray" or (s.runner_kind == "optuna_tpe" and s.executor == "ray")
+    if uses_ray:
         from scaling_search.runners.ray_tune import check_cluster, check_local_gpus, start_ray
 
         check_local_gpus(s.runner)
         owns_ray = start_ray(s.runner)
     try:
-        if s.runner_kind != "local":
+        if uses_ray:
             check_cluster(s.runner)
         if s.runner_kind == "optuna_tpe":
             from scaling_search.runners.optuna_tpe import run_tpe_search

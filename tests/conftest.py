@@ -31,3 +31,38 @@ def run_cli(tmp_path):
                               env=env, capture_output=True, text=True, timeout=300)
 
     return run
+
+
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+sys.path.insert(0, str(PLUGINS))  # user modules named in `imports=[...]`, as a user's would be
+
+
+def compose_grid(tmp_path: Path, *overrides: str):
+    """GridSettings from the real conf/grid.yaml, composed as the app does, with overrides."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from scaling_search.cli import CONF_DIR
+    from scaling_search.config import GridSettings
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("grid", overrides=[f"out_dir={tmp_path / 'run'}", *overrides])
+    return GridSettings.from_dict(OmegaConf.to_container(cfg, resolve=True))
+
+
+# A search small enough for a test: a tiny ResNet-18 proxy at 16 px, 3 candidates + baseline.
+TINY = ("backbone=resnet18", "proxy.depth_mult=0.5", "proxy.width_mult=0.25", "proxy.resolution_px=16",
+        "space=coarse", "space.tolerance=0.02", "trainer.epochs=2")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test session (ray.init costs seconds)."""
+    ray = pytest.importorskip("ray")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), str(REPO), os.environ.get("PYTHONPATH", "")])
+    from scaling_search.runners.ray_tune import RaySettings, start_ray
+
+    owned = start_ray(RaySettings(num_cpus=2))
+    yield ray
+    if owned:
+        ray.shutdown()

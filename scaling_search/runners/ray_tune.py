@@ -25,7 +25,7 @@ from scaling_search.data import ImageData
 from scaling_search.progress import Progress
 from scaling_search.runners.local import OnResult
 from scaling_search.trainer import TrainSettings
-from scaling_search.trial import FAILED, STOPPED, TrialSpec, run_trial
+from scaling_search.trial import FAILED, OK, STOPPED, TrialSpec, run_trial
 
 EXPERIMENT = "tune"
 log = logging.getLogger(__name__)
@@ -152,8 +152,9 @@ class _Recorder:
 
         class Recorder(Callback):
             def __init__(self, specs: dict[str, TrialSpec], on_result: OnResult,
-                         progress: Progress | None):
+                         progress: Progress | None, epochs: int):
                 self.specs, self.on_result, self.progress = specs, on_result, progress
+                self.epochs = epochs
                 self.histories: dict[str, list[dict]] = {}
                 self.recorded: set[str] = set()
 
@@ -184,7 +185,16 @@ class _Recorder:
                 if tid in self.recorded or tid not in self.specs:
                     return
                 self.recorded.add(tid)
-                self.on_result(self.specs[tid], row, history or self.histories.get(tid, []))
+                history = history or self.histories.get(tid, [])
+                if row["status"] == STOPPED and len(history) >= self.epochs:
+                    # ASHA stopped it at its last epoch's report: it trained in full.
+                    row = {**row, "status": OK, "final_top1": history[-1]["val/top1"],
+                           "best_top1": max(h["val/top1"] for h in history),
+                           "final_val_loss": history[-1]["val/loss"], "epochs": len(history)}
+                elif row["status"] == STOPPED:
+                    row = {**row, "epochs": len(history),
+                           "best_top1": max((h["val/top1"] for h in history), default=None)}
+                self.on_result(self.specs[tid], row, history)
                 if self.progress is not None:
                     self.progress.finished(tid, row)
 
@@ -201,6 +211,7 @@ class RayTuneRunner:
         if not Path(storage_path).is_absolute():
             raise ValueError(f"Ray's storage_path must be absolute, got {storage_path}")
         self.settings, self.storage_path = settings, Path(storage_path)
+        self.resume = True  # restore an interrupted experiment found at storage_path
 
     @property
     def concurrency(self) -> int:
@@ -225,9 +236,11 @@ class RayTuneRunner:
             tune.with_parameters(_trainable, data=data, settings=train_settings, checkpoint=s.checkpoint),
             {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
         by_id = {spec.trial_id: spec for spec in specs}
-        recorder = _Recorder(by_id, on_result, progress)
+        recorder = _Recorder(by_id, on_result, progress, settings.epochs)
         exp_path = self.storage_path / EXPERIMENT
-        if tune.Tuner.can_restore(str(exp_path)):
+        if not self.resume and exp_path.exists():
+            shutil.rmtree(exp_path)
+        if self.resume and tune.Tuner.can_restore(str(exp_path)):
             tuner = tune.Tuner.restore(str(exp_path), trainable=trainable, resume_unfinished=True,
                                        resume_errored=True)
             tuner._local_tuner._run_config.callbacks = [recorder]  # noqa: SLF001 (restore takes none)
@@ -239,7 +252,9 @@ class RayTuneRunner:
         scheduler = None
         if s.asha:
             scheduler = ASHAScheduler(time_attr="epoch", metric="val/top1", mode="max",
-                                      max_t=settings.epochs, grace_period=s.grace_period,
+                                      # past the last epoch: the final report (the trial's row)
+                                      # must not be cut off by ASHA's stop at max_t
+                                      max_t=settings.epochs + 1, grace_period=s.grace_period,
                                       reduction_factor=s.reduction_factor)
         tuner = tune.Tuner(
             trainable,

@@ -1,0 +1,162 @@
+"""Datasets (data.py): the built-in ones, and the CIFAR and ImageFolder loaders on files made here.
+
+The CIFAR files are written in the published format of the CIFAR "python version" (pickled
+dicts with ``data`` as N x 3072 uint8 rows, channel-major, and ``labels`` / ``fine_labels``),
+and read back through torchvision's own CIFAR classes.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from scaling_search.data import (DataSettings, load_dataset, make_synthetic, num_classes_of)
+
+
+def test_digits_are_sklearns_1797_images_split_by_seed():
+    a = load_dataset(DataSettings("digits", split_seed=0))
+    b = load_dataset(DataSettings("digits", split_seed=0))
+    c = load_dataset(DataSettings("digits", split_seed=1))
+    assert len(a.train_labels) + len(a.val_labels) == 1797
+    assert a.num_classes == 10 and a.train_images.shape[1:] == (3, 8, 8)
+    assert a.train_images.dtype == torch.uint8 and int(a.train_images.max()) == 255
+    assert len(a.val_labels) == round(1797 * 0.2)
+    assert torch.equal(a.val_images, b.val_images)
+    assert not torch.equal(a.val_labels, c.val_labels)
+
+
+def test_synthetic_is_deterministic_balanced_and_64px():
+    x1, y1 = make_synthetic(200, 64, seed=3)
+    x2, y2 = make_synthetic(200, 64, seed=3)
+    x3, _ = make_synthetic(200, 64, seed=4)
+    assert torch.equal(x1, x2) and torch.equal(y1, y2) and not torch.equal(x1, x3)
+    assert x1.shape == (200, 3, 64, 64) and x1.dtype == torch.uint8
+    assert torch.bincount(y1, minlength=10).tolist() == [20] * 10
+
+
+def _vertical_detail(x: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between vertical neighbours: a checkerboard has it, stripes not."""
+    x = x.float().mean(1)
+    return (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean(dim=(1, 2))
+
+
+def test_synthetic_fine_detail_needs_resolution():
+    # The texture (class // 5) is a 2-px checkerboard or 2-px vertical stripes. At 64 px the
+    # checkerboard adds vertical detail that stripes lack; shrunk to 16 px both average to grey.
+    from scaling_search.data import ImageData
+
+    x, y = make_synthetic(400, 64, seed=0)
+    data = ImageData("synthetic", x, y, x[:1], y[:1], 10)
+    stripes, checker = y // 5 == 1, y // 5 == 0
+
+    def gap(images):
+        e = _vertical_detail(images)
+        return float((e[checker].mean() - e[stripes].mean()) / e.mean())
+
+    assert gap(x) > 0.5
+    assert abs(gap(data.at_resolution(16)[0])) < gap(x) / 10
+
+
+def test_at_resolution_resizes_and_normalises():
+    data = load_dataset(DataSettings("digits"))
+    train, val = data.at_resolution(24)
+    assert train.shape[1:] == (3, 24, 24) and val.shape[1:] == (3, 24, 24)
+    assert train.dtype == torch.float32
+    assert train.mean(dim=(0, 2, 3)).abs().max() < 0.05
+    # Statistics come from the native 8-px images; upsampling smooths, so std is a little below 1.
+    assert ((train.std(dim=(0, 2, 3)) > 0.8) & (train.std(dim=(0, 2, 3)) < 1.05)).all()
+
+
+def _write_cifar(root, name: str, n_train: int = 60, n_test: int = 20) -> tuple[np.ndarray, list[int]]:
+    rng = np.random.default_rng(0)
+    folder, label_key, classes = (("cifar-10-batches-py", "labels", 10) if name == "cifar10"
+                                  else ("cifar-100-python", "fine_labels", 100))
+    (root / folder).mkdir(parents=True)
+    all_x, all_y = [], []
+    files = ([f"data_batch_{i}" for i in range(1, 6)] if name == "cifar10" else ["train"])
+    for f in files:
+        x = rng.integers(0, 256, (n_train // len(files), 3072), dtype=np.uint8)
+        y = rng.integers(0, classes, len(x)).tolist()
+        all_x.append(x)
+        all_y += y
+        with open(root / folder / f, "wb") as fh:
+            pickle.dump({"data": x, label_key: y}, fh)
+    with open(root / folder / ("test_batch" if name == "cifar10" else "test"), "wb") as fh:
+        pickle.dump({"data": rng.integers(0, 256, (n_test, 3072), dtype=np.uint8),
+                     label_key: rng.integers(0, classes, n_test).tolist()}, fh)
+    meta_key = "label_names" if name == "cifar10" else "fine_label_names"
+    with open(root / folder / ("batches.meta" if name == "cifar10" else "meta"), "wb") as fh:
+        pickle.dump({meta_key: [f"c{i}" for i in range(classes)]}, fh)
+    return np.concatenate(all_x), all_y
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_loader_reads_the_published_file_format(tmp_path, name):
+    x, y = _write_cifar(tmp_path, name)
+    s = DataSettings(name, root=str(tmp_path), verify=False, val_fraction=0.25)
+    data = load_dataset(s)
+    assert data.num_classes == num_classes_of(s) == (10 if name == "cifar10" else 100)
+    assert len(data.train_labels) + len(data.val_labels) == len(y) == 60
+    assert data.train_images.shape[1:] == (3, 32, 32)
+    # Every decoded image is one of the written rows, channel-major, with its label.
+    rows = {bytes(r): lab for r, lab in zip(x, y)}
+    for img, lab in zip(data.train_images, data.train_labels):
+        assert rows[bytes(img.reshape(-1).numpy())] == int(lab)
+
+
+def test_cifar_checksums_are_checked_by_default(tmp_path):
+    _write_cifar(tmp_path, "cifar10")
+    with pytest.raises(FileNotFoundError, match="data.verify=false"):
+        load_dataset(DataSettings("cifar10", root=str(tmp_path)))
+
+
+def test_cifar_missing_folder_is_one_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
+        num_classes_of(DataSettings("cifar10", root=str(tmp_path / "nowhere")))
+
+
+def _write_image_folder(root, classes=("cat", "dog", "fox"), per_class=4, size=(40, 30)):
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (*size[::-1], 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+
+
+def test_image_folder_split_here(tmp_path):
+    _write_image_folder(tmp_path / "imgs")
+    s = DataSettings("imagefolder", root=str(tmp_path / "imgs"), val_fraction=0.25)
+    data = load_dataset(s, max_resolution_px=24)
+    assert num_classes_of(s) == data.num_classes == 3
+    assert len(data.train_labels) + len(data.val_labels) == 12 and len(data.val_labels) == 3
+    assert data.train_images.shape[1:] == (3, 24, 24)
+    assert sorted(torch.cat([data.train_labels, data.val_labels]).tolist()) == [0] * 4 + [1] * 4 + [2] * 4
+
+
+def test_image_folder_with_train_and_val(tmp_path):
+    _write_image_folder(tmp_path / "ds" / "train", per_class=3)
+    _write_image_folder(tmp_path / "ds" / "val", per_class=2)
+    data = load_dataset(DataSettings("imagefolder", root=str(tmp_path / "ds"), image_px=16))
+    assert len(data.train_labels) == 9 and len(data.val_labels) == 6
+    assert data.val_images.shape[1:] == (3, 16, 16)
+
+
+def test_image_folder_missing_is_one_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.*class sub-folders"):
+        num_classes_of(DataSettings("imagefolder", root=str(tmp_path / "nowhere")))
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        load_dataset(DataSettings("imagefolder", root=str(tmp_path / "nowhere")))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"name": "imagenet"}, "data.name 'imagenet' is unknown"),
+    ({"name": "cifar10"}, "data.root must name"),
+    ({"val_fraction": 1.5}, "val_fraction"),
+])
+def test_bad_data_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DataSettings(**kwargs)

@@ -1,0 +1,76 @@
+"""``python -m scaling_search.grid`` as a user runs it: dry run, bad input, and --multirun."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import TINY
+
+GRID = "scaling_search.grid"
+
+
+def _one_line_error(result, *needles):
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"{GRID}: error: ")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_dry_run_lists_every_candidate_and_writes_nothing(run_cli, tmp_path):
+    r = run_cli(GRID, "dry_run=true", "space=paper", f"out_dir={tmp_path / 'run'}")
+    assert r.returncode == 0, r.stderr
+    summary = [line for line in r.stdout.splitlines() if "candidates (" in line][0]
+    kept, merged = int(summary.split()[0]), int(summary.split("(")[1].split()[0])
+    assert kept + merged == 109
+    assert "d1.20_w1.10_r1.15" in r.stdout or "d1.20_w1.10_r1.15" in r.stdout.replace("|", " ")
+    assert "train_macs" in r.stdout
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, needles", [
+    (("space.step=0.5", "space.target=2.6", "space.tolerance=0.01"), ("nearest products", "2.25")),
+    (("data=imagefolder", "data.root=/no/such/folder"), ("/no/such/folder",)),
+    (("data=cifar10", "data.root=/no/such/folder"), ("cifar-10-batches-py",)),
+    (("data=cifar10",), ("data.root has no value",)),
+    (("data=imagenet",), ("data/imagenet",)),
+    (("backbone=nosuchnet",), ("backbone/nosuchnet",)),
+    (("backbone.name=nosuchnet",), ("unknown backbone 'nosuchnet'", "efficientnet_b0")),
+    (("trainer.epochs=0",), ("trainer.epochs",)),
+    (("runner.kind=slurm",), ("runner.kind",)),
+    (("imports=[no_such_module]",), ("no_such_module",)),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(run_cli, tmp_path, args, needles):
+    r = run_cli(GRID, *args, f"out_dir={tmp_path / 'run'}")
+    _one_line_error(r, *needles)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without GPU")
+def test_gpus_requested_without_a_gpu(run_cli, tmp_path):
+    r = run_cli(GRID, "runner.gpus_per_trial=0.25", f"out_dir={tmp_path / 'run'}")
+    _one_line_error(r, "gpus_per_trial=0.25", "no CUDA GPU")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_multirun_summarises_the_winners_across_jobs(run_cli, tmp_path):
+    r = run_cli(GRID, "--multirun", "seed=0,1", *TINY, "trainer.epochs=1", "runner=local",
+                f"hydra.sweep.dir={tmp_path / 'sweep'}", f"out_dir={tmp_path}/runs/s${{seed}}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = (tmp_path / "sweep" / "multirun_summary.md").read_text()
+    assert summary.count("| resnet18 ") == 2
+    assert "data=digits:" in summary and "across seed" in summary
+    for seed in (0, 1):
+        assert (tmp_path / "runs" / f"s{seed}" / "coefficients.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_a_bad_value_late_in_a_sweep_fails_before_the_first_job(run_cli, tmp_path):
+    r = run_cli(GRID, "--multirun", "trainer.epochs=1,0", *TINY[:-1], "runner=local",
+                f"hydra.sweep.dir={tmp_path / 'sweep'}", f"out_dir={tmp_path}/runs/e${{trainer.epochs}}")
+    _one_line_error(r, "trainer.epochs")
+    assert not (tmp_path / "runs").exists()

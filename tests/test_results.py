@@ -1,0 +1,74 @@
+"""Results (results.py): ranking statistics against numpy/scipy, the Pareto front, the store."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling_search.results import TrialStore, pareto_mask, rank, results_frame, t95
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 5, 9, 10, 20, 30])
+def test_t95_matches_scipy(df):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    assert t95(df) == pytest.approx(scipy_stats.t.ppf(0.975, df), abs=1e-3)
+
+
+def _results(rows):
+    base = {"role": "candidate", "depth_coef": 1.0, "width_coef": 1.0, "resolution_coef": 1.0,
+            "product": 1.0, "resolution_px": 32, "params": 1, "status": "ok"}
+    return pd.DataFrame([{**base, **r} for r in rows])
+
+
+def test_rank_mean_std_ci_and_per_mac():
+    rows = [{"candidate_id": "a", "macs": 2e6, "macs_ratio": 2.0, "final_top1": v, "seed": i}
+            for i, v in enumerate([0.90, 0.92, 0.94])]
+    rows += [{"candidate_id": "b", "macs": 1e6, "macs_ratio": 1.0, "final_top1": v, "seed": i}
+             for i, v in enumerate([0.89, 0.91, 0.93])]
+    rows += [{"candidate_id": "c", "macs": 3e6, "macs_ratio": 3.0, "final_top1": 0.5, "seed": 0,
+              "status": "failed"}]
+    table = rank(_results(rows))
+    assert table["candidate_id"].tolist() == ["a", "b"]  # the failed trial is not ranked
+    a = table.iloc[0]
+    values = np.array([0.90, 0.92, 0.94])
+    assert a["top1_mean"] == pytest.approx(values.mean())
+    assert a["top1_std"] == pytest.approx(values.std(ddof=1))
+    assert a["top1_ci95"] == pytest.approx(4.303 * values.std(ddof=1) / math.sqrt(3))
+    assert a["top1_per_mmacs"] == pytest.approx(values.mean() / 2)
+    assert table.set_index("candidate_id")["rank_top1_per_mmacs"].to_dict() == {"a": 2, "b": 1}
+    assert table["pareto"].tolist() == [True, True]
+
+
+def test_single_seed_has_no_spread():
+    table = rank(_results([{"candidate_id": "a", "macs": 1e6, "macs_ratio": 1, "final_top1": 0.5, "seed": 0}]))
+    assert math.isnan(table.iloc[0]["top1_std"]) and math.isnan(table.iloc[0]["top1_ci95"])
+
+
+def test_no_finished_trial_is_a_clear_error():
+    with pytest.raises(ValueError, match="no trial finished"):
+        rank(_results([{"candidate_id": "a", "macs": 1, "macs_ratio": 1, "final_top1": 0, "seed": 0,
+                        "status": "failed"}]))
+
+
+def test_pareto_front():
+    macs = [1, 2, 3, 4, 2]
+    top1 = [0.5, 0.7, 0.6, 0.8, 0.7]
+    # (3, 0.6) is dominated by (2, 0.7); the two (2, 0.7) do not dominate each other.
+    assert pareto_mask(macs, top1).tolist() == [True, True, False, True, True]
+
+
+def test_store_roundtrip_and_finished_ids(tmp_path):
+    store = TrialStore(tmp_path)
+    spec = lambda t: {"trial_id": t, "candidate_id": "c1", "seed": 0}  # noqa: E731
+    cand = {"role": "candidate", "macs": 10}
+    store.save(spec("t1"), {"trial_id": "t1", "status": "ok", "final_top1": 0.5}, [{"epoch": 1}], cand)
+    store.save(spec("t2"), {"trial_id": "t2", "status": "failed", "error": "boom"}, [], cand)
+    store.save(spec("t3"), {"trial_id": "t3", "status": "stopped"}, [], cand)
+    assert store.finished_ids() == {"t1", "t3"}  # failed trials run again
+    df = results_frame(store.load())
+    assert df.set_index("trial_id").loc["t2", "error"] == "boom"
+    assert df.set_index("trial_id").loc["t1", "macs"] == 10
+    assert not list(tmp_path.glob("trials/.*.tmp"))

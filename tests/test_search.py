@@ -1,0 +1,156 @@
+"""A whole Step-1 search (search.py) through the in-process runner, Ray Tune and Optuna's TPE:
+same seed, same table; failures recorded; interrupted searches resumed, not restarted."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pandas as pd
+import pytest
+
+from conftest import REPO, TINY, compose_grid
+from scaling_search.search import run_search
+
+pytestmark = pytest.mark.slow
+
+SAME = ["trial_id", "status", "params", "macs", "resolution_px", "final_top1", "best_top1",
+        "final_val_loss", "epochs"]
+
+
+def _run(settings):
+    out = io.StringIO()
+    outcome = run_search(settings, out)
+    return outcome, out.getvalue()
+
+
+def test_ray_and_local_runner_give_the_same_table(tmp_path, ray_session):
+    local, _ = _run(compose_grid(tmp_path / "local", *TINY, "runner=local"))
+    ray_run, log = _run(compose_grid(tmp_path / "ray", *TINY, "runner=ray"))
+    a = pd.read_parquet(local.run_dir / "results.parquet")
+    b = pd.read_parquet(ray_run.run_dir / "results.parquet")
+    assert len(a) == 4 and (a["status"] == "ok").all()
+    pd.testing.assert_frame_equal(a[SAME], b[SAME])
+    ea, eb = (pd.read_parquet(o.run_dir / "epochs.parquet") for o in (local, ray_run))
+    pd.testing.assert_frame_equal(ea[["trial_id", "epoch", "train/loss", "val/top1"]],
+                                  eb[["trial_id", "epoch", "train/loss", "val/top1"]])
+    assert (ray_run.run_dir / "ray" / "tune").is_dir()
+    assert "[  4/4]" in log and "winner" in log
+    # The winner is frozen and its Step-2 family emitted with the core's emitter.
+    coefficients = (ray_run.run_dir / "coefficients.yaml").read_text()
+    assert f"depth_coef: {ray_run.winner['depth_coef']:g}" in coefficients
+    assert len(list((ray_run.run_dir / "step2" / "model").glob("resnet18_phi*.yaml"))) == 7
+
+
+def test_every_trial_is_in_the_optuna_study(tmp_path):
+    outcome, _ = _run(compose_grid(tmp_path, *TINY, "runner=local", "trainer.epochs=1"))
+    study = optuna.load_study(study_name=outcome.run_dir.name,
+                              storage=f"sqlite:///{outcome.run_dir / 'optuna.db'}")
+    trials = study.get_trials()
+    results = pd.read_csv(outcome.run_dir / "results.csv")
+    assert sorted(t.user_attrs["trial_id"] for t in trials) == sorted(results["trial_id"])
+    for t in trials:
+        row = results.set_index("trial_id").loc[t.user_attrs["trial_id"]]
+        assert t.state == optuna.trial.TrialState.COMPLETE and t.value == pytest.approx(row["final_top1"])
+        assert t.params["depth_coef"] == pytest.approx(row["depth_coef"])
+        assert t.intermediate_values == {1: pytest.approx(row["final_top1"])}
+
+
+def test_a_failing_trial_is_recorded_and_the_search_finishes(tmp_path, ray_session):
+    settings = compose_grid(tmp_path, "imports=[flaky_backbone]", "backbone.name=flaky_net",
+                            "backbone.tag=flaky", "proxy.depth_mult=1", "proxy.width_mult=1",
+                            "proxy.resolution_px=16", "space=coarse",
+                            "space.tolerance=0.02", "trainer.epochs=1", "runner=ray")
+    outcome, log = _run(settings)
+    results = pd.read_csv(outcome.run_dir / "results.csv")
+    wide = results["width_mult"] > 1.05
+    assert wide.any() and (~wide).any()
+    assert (results.loc[wide, "status"] == "failed").all()
+    assert results.loc[wide, "error"].str.contains("cannot train wider").all()
+    assert (results.loc[~wide, "status"] == "ok").all()
+    assert outcome.failed == wide.sum() and "failed" in log
+    assert outcome.winner is not None and outcome.winner["width_coef"] <= 1.05
+    study = optuna.load_study(study_name=outcome.run_dir.name,
+                              storage=f"sqlite:///{outcome.run_dir / 'optuna.db'}")
+    states = [t.state for t in study.get_trials()]
+    assert states.count(optuna.trial.TrialState.FAIL) == wide.sum()
+
+
+def test_rerun_retrains_nothing_that_finished(tmp_path):
+    settings = compose_grid(tmp_path, *TINY, "runner=local")
+    first, _ = _run(settings)
+    trials = sorted((first.run_dir / "trials").glob("*.json"))
+    kept = {p.name: p.read_text() for p in trials[1:]}
+    trials[0].unlink()  # as if the search had been interrupted before this trial ended
+    second, log = _run(settings)
+    assert "3 already done, 1 to run" in log
+    for name, text in kept.items():
+        assert (second.run_dir / "trials" / name).read_text() == text
+    assert len(pd.read_csv(second.run_dir / "results.csv")) == 4
+
+
+def test_a_changed_search_does_not_resume_into_the_old_folder(tmp_path):
+    _run(compose_grid(tmp_path, *TINY, "runner=local", "trainer.epochs=1"))
+    with pytest.raises(ValueError, match="different trainer"):
+        run_search(compose_grid(tmp_path, *TINY, "runner=local", "trainer.epochs=2"), io.StringIO())
+
+
+def test_killed_ray_search_resumes_where_it_stopped(tmp_path):
+    """kill -9 of the whole search mid-way, then the same command again."""
+    out_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "scaling_search.grid", *TINY, "space.tolerance=0.1",
+            "trainer.epochs=3", "runner=ray", "runner.checkpoint=true", f"out_dir={out_dir}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list((out_dir / "trials").glob("*.json"))) < 2:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {p.name: p.read_text() for p in (out_dir / "trials").glob("*.json")}
+    assert len(before) >= 2
+    assert not (out_dir / "results.csv").exists()  # the tables come at the end
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = pd.read_csv(out_dir / "results.csv")
+    assert (results["status"] == "ok").all()
+    total = len(results)
+    assert f"{total - len(before)} to run" in done.stdout or f"{len(before)} already done" in done.stdout
+    for name, text in before.items():  # finished trials were not trained again
+        assert (out_dir / "trials" / name).read_text() == text
+
+
+def test_optuna_tpe_samples_on_the_constraint_and_continues(tmp_path):
+    settings = compose_grid(tmp_path, *TINY, "runner=optuna_tpe", "runner.executor=local",
+                            "runner.n_trials=3", "trainer.epochs=1")
+    outcome, _ = _run(settings)
+    results = pd.read_csv(outcome.run_dir / "results.csv")
+    assert len(results) == 3 and (results["status"] == "ok").all()
+    product = results["depth_coef"] * results["width_coef"] ** 2 * results["resolution_coef"] ** 2
+    assert product.to_numpy() == pytest.approx(2.0)
+    assert ((results["resolution_coef"] >= 1) & (results["resolution_coef"] <= 1.5)).all()
+    more = compose_grid(tmp_path, *TINY, "runner=optuna_tpe", "runner.executor=local",
+                        "runner.n_trials=4", "trainer.epochs=1")
+    _, log = _run(more)
+    assert "3 of 4 trials trained so far" in log
+    assert len(pd.read_csv(outcome.run_dir / "results.csv")) == 4
+
+
+def test_asha_stops_poor_trials_early(tmp_path, ray_session):
+    settings = compose_grid(tmp_path, *TINY, "space.tolerance=0.1", "trainer.epochs=4", "runner=ray",
+                            "runner.asha=true", "runner.grace_period=1", "runner.reduction_factor=2")
+    outcome, _ = _run(settings)
+    results = pd.read_csv(outcome.run_dir / "results.csv")
+    assert set(results["status"]) <= {"ok", "stopped"}
+    stopped = results[results["status"] == "stopped"]
+    assert len(stopped) >= 1
+    epochs = pd.read_csv(outcome.run_dir / "epochs.csv")
+    trained = epochs.groupby("trial_id")["epoch"].max()
+    assert (trained[stopped["trial_id"]] < 4).all()
+    assert outcome.winner["candidate_id"] in set(results.loc[results["status"] == "ok", "candidate_id"])

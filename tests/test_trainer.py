@@ -1,0 +1,82 @@
+"""The proxy trainer (trainer.py): it learns, it is deterministic on CPU, and it resumes exactly."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from scaling_search.backbones import get_backbone
+from scaling_search.data import DataSettings, load_dataset
+from scaling_search.scaling import Multipliers
+from scaling_search.trainer import TrainSettings, train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(DataSettings("digits"))
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return get_backbone("resnet18").scale(Multipliers(0.5, 0.25), resolution_px=16).build(10)
+
+
+FAST = TrainSettings(epochs=3, batch_size=64, lr=0.1, num_threads=1, warmup_epochs=0.5)
+
+
+def test_learns_digits_well_above_chance(digits):
+    result = train(_model(), digits, 16, FAST, seed=0)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    assert result.final_top1 > 0.8  # chance is 0.1
+    assert result.history[-1]["train/loss"] < result.history[0]["train/loss"]
+    assert result.images_per_s > 0 and result.device == "cpu"
+    assert result.best_top1 == max(h["val/top1"] for h in result.history)
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(digits):
+    a = train(_model(0), digits, 16, FAST, seed=0).history
+    b = train(_model(0), digits, 16, FAST, seed=0).history
+    c = train(_model(0), digits, 16, FAST, seed=1).history
+    strip = lambda h: [{k: v for k, v in e.items() if k not in ("time_s", "images_per_s")} for e in h]  # noqa: E731
+    assert strip(a) == strip(b)
+    assert strip(a) != strip(c)
+
+
+def test_resuming_from_a_state_gives_the_uninterrupted_run(digits):
+    states = {}
+    full = train(_model(), digits, 16, FAST, seed=0,
+                 on_epoch=lambda m, state: states.setdefault(m["epoch"], copy.deepcopy(state())))
+    resumed = train(_model(5), digits, 16, FAST, seed=0, state=states[1])
+    keys = ("epoch", "train/loss", "val/loss", "val/top1", "lr")
+    assert [[h[k] for k in keys] for h in resumed.history] == [[h[k] for k in keys] for h in full.history]
+
+
+def test_label_smoothing_and_optimizers_are_wired(digits):
+    for optimizer in ("adamw", "rmsprop"):
+        s = TrainSettings(epochs=1, optimizer=optimizer, lr=1e-3, num_threads=1)
+        assert train(_model(), digits, 16, s, seed=0).final_top1 > 0.3
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"epochs": 0}, "trainer.epochs"),
+    ({"optimizer": "lamb"}, "trainer.optimizer"),
+    ({"lr_schedule": "step"}, "trainer.lr_schedule"),
+    ({"lr": 0}, "trainer.lr"),
+])
+def test_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainSettings(**kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_cuda_requested_without_gpu():
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        TrainSettings(device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_mixed_precision(digits):
+    result = train(_model(), digits, 16, TrainSettings(epochs=2, amp=True), seed=0)
+    assert result.device.startswith("cuda") and result.final_top1 > 0.5
