@@ -100,6 +100,9 @@ class ScaleSettings:
         from scaling_search.backbones import get_backbone  # after plugins have registered
 
         backbone = d.get("backbone")
+        if isinstance(backbone, Mapping):  # the backbone config group: {name, tag}
+            _check_keys(backbone, {"name", "tag"}, "backbone")
+            backbone = backbone.get("name")
         if not isinstance(backbone, str):
             raise ValueError(f"backbone must be a registry name, got {backbone!r}")
         get_backbone(backbone)

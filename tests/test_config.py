@@ -2,6 +2,7 @@
 that names the field."""
 
 import pytest
+from omegaconf import OmegaConf
 
 from scaling_search.config import ScaleSettings, coefficients_from, rounding_from
 
@@ -54,3 +55,12 @@ def test_coefficients_may_allow_below_one_where_no_search_needs_it():
 
 def test_rounding_defaults_are_the_reference():
     assert rounding_from({}).channel_divisor == 8
+
+
+def test_every_built_in_backbone_has_a_config_group_file():
+    from scaling_search.backbones import list_backbones
+    from scaling_search.cli import CONF_DIR
+
+    for name in list_backbones():
+        cfg = OmegaConf.load(CONF_DIR / "backbone" / f"{name}.yaml")
+        assert cfg.name == name and cfg.tag

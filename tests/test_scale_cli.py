@@ -44,7 +44,8 @@ def test_other_backbone_and_rerun_replaces_output(run_cli, tmp_path):
     (["coefficients.depth_coef=0.9"], "coefficients.depth_coef must be >= 1"),
     (["coefficients.width_coef=nan"], "coefficients.width_coef must be finite"),
     (["resolution_px=0"], "resolution_px must be a positive integer"),
-    (["backbone=nope"], "unknown backbone 'nope'; known: efficientnet_b0"),
+    (["backbone.name=nope"], "unknown backbone 'nope'; known: efficientnet_b0"),
+    (["backbone=nope"], "Could not find 'backbone/nope'"),
     (["phis=[1,2"], "no viable alternative"),
     (["foo=1"], "Could not override 'foo'"),
     (["rounding=bogus"], "Could not find 'rounding/bogus'"),
@@ -65,12 +66,12 @@ def test_failed_run_keeps_the_previous_output(run_cli, tmp_path):
     out = tmp_path / "out"
     assert run_cli(PROG, f"out_dir={out}", "phis=[1]", "compare_published=false").returncode == 0
     before = sorted(p.name for p in out.rglob("*"))
-    assert run_cli(PROG, f"out_dir={out}", "backbone=nope").returncode == 2
+    assert run_cli(PROG, f"out_dir={out}", "backbone.name=nope").returncode == 2
     assert sorted(p.name for p in out.rglob("*")) == before
 
 
 def test_multirun_checks_every_job_before_the_first_runs(run_cli, tmp_path):
-    r = run_cli(PROG, "--multirun", "backbone=resnet18,nope", "phis=[0]")
+    r = run_cli(PROG, "--multirun", "backbone.name=resnet18,nope", "phis=[0]")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         f"{PROG}: error: unknown backbone 'nope'; known: " + r.stderr.split("known: ")[1].strip()]
