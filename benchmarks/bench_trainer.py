@@ -78,13 +78,15 @@ from scaling_search.data import DataSettings, load_dataset
 from scaling_search.trainer import TrainSettings
 from scaling_search.trial import TrialSpec, run_trial
 data = load_dataset(DataSettings("digits"))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Python, torch, data: no model yet
 spec = TrialSpec("bench", "bench", 0, "efficientnet_b0", 1.2, 1.1, 1.15, {MULTIPLIERS.depth_mult},
                  {MULTIPLIERS.width_mult}, {MULTIPLIERS.resolution_mult}, {BASE_PX},
                  {{"channel_divisor": 8, "channel_min": None, "channel_min_fraction": 0.9,
                    "repeats": "ceil", "resolution": "nearest", "resolution_divisor": 1}})
 row = run_trial(spec, data, TrainSettings(epochs={epochs}, num_threads=1))
 cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-print(json.dumps({{"status": row["status"], "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({{"status": row["status"], "before_mib": before,
+                  "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "cuda_mib": cuda}}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -97,8 +99,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--memory-only", action="store_true")
     args = parser.parse_args()
 
+    if args.memory_only:
+        mem = peak_memory(args.epochs)
+        print(mem)
+        return
     device = pick_device(args.device)
     data = load_dataset(DataSettings("digits"))
     _, px = _model("meta")
@@ -120,7 +127,8 @@ def main() -> None:
     mem = peak_memory(args.epochs)
     cuda = f", CUDA peak {mem['cuda_mib']:.0f} MiB" if mem["cuda_mib"] is not None else ""
     print(f"\nPeak memory of one trial (fresh process, {args.epochs} epochs): "
-          f"RSS {mem['rss_mib']:.0f} MiB{cuda} (status {mem['status']})")
+          f"RSS {mem['rss_mib']:.0f} MiB, of which {mem['before_mib']:.0f} MiB before the model is built "
+          f"(Python, torch, the decoded data){cuda} (status {mem['status']})")
 
 
 if __name__ == "__main__":

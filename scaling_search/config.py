@@ -11,8 +11,15 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scaling_search.scaling import Coefficients, Rounding
+
+if TYPE_CHECKING:  # imported where used: the runners import this module
+    from scaling_search.data import DataSettings
+    from scaling_search.runners.ray_tune import RaySettings
+    from scaling_search.space import SearchSpace
+    from scaling_search.trainer import TrainSettings
 
 
 def _mapping(d: object, where: str) -> Mapping:
@@ -145,11 +152,11 @@ class GridSettings:
     proxy_depth_mult: float
     proxy_width_mult: float
     proxy_resolution_px: int | None
-    space: object  # SearchSpace
-    data: object  # DataSettings
-    trainer: object  # TrainSettings
-    runner_kind: str
-    runner: object  # RaySettings (also used by optuna_tpe)
+    space: SearchSpace
+    data: DataSettings
+    trainer: TrainSettings
+    runner_kind: str  # ray, local or optuna_tpe
+    runner: RaySettings  # placement of trials (optuna_tpe uses it too)
     tpe_trials: int
     executor: str  # what trains optuna_tpe's samples: ray or local
     rounding: Rounding

@@ -61,6 +61,43 @@ def test_every_trial_is_in_the_optuna_study(tmp_path):
         assert t.intermediate_values == {1: pytest.approx(row["final_top1"])}
 
 
+def test_optuna_dashboard_opens_the_study(tmp_path):
+    """The real optuna-dashboard server, over HTTP, lists the search's study and its trials."""
+    import json
+    import shutil
+    import socket
+    import urllib.request
+
+    dashboard = shutil.which("optuna-dashboard", path=os.path.dirname(sys.executable)) or shutil.which(
+        "optuna-dashboard")
+    if dashboard is None:
+        pytest.skip("optuna-dashboard is not installed (pip install -e '.[dev]')")
+    outcome, _ = _run(compose_grid(tmp_path, *TINY, "runner=local", "trainer.epochs=1"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([dashboard, f"sqlite:///{outcome.run_dir / 'optuna.db'}", "--port", str(port),
+                               "--host", "127.0.0.1", "--quiet"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline, studies = time.time() + 60, None
+        while time.time() < deadline and studies is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
+                    studies = json.loads(r.read())["study_summaries"]
+            except OSError:
+                time.sleep(0.3)
+        assert studies is not None, "optuna-dashboard did not answer"
+        (study,) = [st for st in studies if st["study_name"] == outcome.run_dir.name]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}",
+                                    timeout=10) as r:
+            detail = json.loads(r.read())
+        assert len(detail["trials"]) == outcome.trials == 4
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 def test_a_failing_trial_is_recorded_and_the_search_finishes(tmp_path, ray_session):
     settings = compose_grid(tmp_path, "imports=[flaky_backbone]", "backbone.name=flaky_net",
                             "backbone.tag=flaky", "proxy.depth_mult=1", "proxy.width_mult=1",

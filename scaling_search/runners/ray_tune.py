@@ -144,61 +144,63 @@ def _row_of(trial_id: str, result: dict | None, error: object = None) -> tuple[d
     return {"trial_id": trial_id, "status": STOPPED, "error": "", "final_top1": None}, None
 
 
-class _Recorder:
-    """A Tune callback, in the driver: hands every ended trial to ``on_result`` and ``progress``."""
+def _recorder(specs: dict[str, TrialSpec], on_result: OnResult, progress: Progress | None, epochs: int):
+    """A Tune callback, in the driver: hands every ended trial to ``on_result`` and ``progress``.
 
-    def __new__(cls, *args, **kwargs):
-        from ray.tune import Callback
+    Defined on first use, so that importing this module does not import Ray.
+    """
+    from ray.tune import Callback
 
-        class Recorder(Callback):
-            def __init__(self, specs: dict[str, TrialSpec], on_result: OnResult,
-                         progress: Progress | None, epochs: int):
-                self.specs, self.on_result, self.progress = specs, on_result, progress
-                self.epochs = epochs
-                self.histories: dict[str, list[dict]] = {}
-                self.recorded: set[str] = set()
+    class Recorder(Callback):
+        def __init__(self, specs: dict[str, TrialSpec], on_result: OnResult,
+                     progress: Progress | None, epochs: int):
+            self.specs, self.on_result, self.progress = specs, on_result, progress
+            self.epochs = epochs
+            self.histories: dict[str, list[dict]] = {}
+            self.recorded: set[str] = set()
 
-            def _id(self, trial) -> str:
-                return trial.config["trial"]["trial_id"]
+        def _id(self, trial) -> str:
+            return trial.config["trial"]["trial_id"]
 
-            def on_trial_start(self, iteration, trials, trial, **info):
-                if self.progress is not None:
-                    self.progress.started(self._id(trial))
+        def on_trial_start(self, iteration, trials, trial, **info):
+            if self.progress is not None:
+                self.progress.started(self._id(trial))
 
-            def on_trial_result(self, iteration, trials, trial, result, **info):
-                if "row" not in result and "val/top1" in result:
-                    epochs = self.histories.setdefault(self._id(trial), [])
-                    epochs[:] = [h for h in epochs if h["epoch"] < result["epoch"]]
-                    epochs.append({k: result[k] for k in _EPOCH_KEYS if k in result})
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if "row" not in result and "val/top1" in result:
+                epochs = self.histories.setdefault(self._id(trial), [])
+                epochs[:] = [h for h in epochs if h["epoch"] < result["epoch"]]
+                epochs.append({k: result[k] for k in _EPOCH_KEYS if k in result})
 
-            def on_trial_complete(self, iteration, trials, trial, **info):
-                self._record(self._id(trial), *_row_of(self._id(trial), trial.last_result))
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._record(self._id(trial), *_row_of(self._id(trial), trial.last_result))
 
-            def on_trial_error(self, iteration, trials, trial, **info):
-                error = "the Ray trial crashed"
-                if trial.error_file and os.path.exists(trial.error_file):
-                    lines = Path(trial.error_file).read_text().strip().splitlines()
-                    error = lines[-1] if lines else error
-                self._record(self._id(trial), *_row_of(self._id(trial), None, error))
+        def on_trial_error(self, iteration, trials, trial, **info):
+            error = "the Ray trial crashed"
+            if trial.error_file and os.path.exists(trial.error_file):
+                lines = Path(trial.error_file).read_text().strip().splitlines()
+                error = lines[-1] if lines else error
+            self._record(self._id(trial), *_row_of(self._id(trial), None, error))
 
-            def _record(self, tid: str, row: dict, history: list[dict] | None) -> None:
-                if tid in self.recorded or tid not in self.specs:
-                    return
-                self.recorded.add(tid)
-                history = history or self.histories.get(tid, [])
-                if row["status"] == STOPPED and len(history) >= self.epochs:
-                    # ASHA stopped it at its last epoch's report: it trained in full.
-                    row = {**row, "status": OK, "final_top1": history[-1]["val/top1"],
-                           "best_top1": max(h["val/top1"] for h in history),
-                           "final_val_loss": history[-1]["val/loss"], "epochs": len(history)}
-                elif row["status"] == STOPPED:
-                    row = {**row, "epochs": len(history),
-                           "best_top1": max((h["val/top1"] for h in history), default=None)}
-                self.on_result(self.specs[tid], row, history)
-                if self.progress is not None:
-                    self.progress.finished(tid, row)
+        def _record(self, tid: str, row: dict, history: list[dict] | None) -> None:
+            if tid in self.recorded or tid not in self.specs:
+                return
+            self.recorded.add(tid)
+            history = history or self.histories.get(tid, [])
+            if row["status"] == STOPPED and len(history) >= self.epochs:
+                # ASHA stopped it at its last epoch's report: it trained in full.
+                row = {**row, "status": OK, "final_top1": history[-1]["val/top1"],
+                       "best_top1": max(h["val/top1"] for h in history),
+                       "final_val_loss": history[-1]["val/loss"], "epochs": len(history)}
+            elif row["status"] == STOPPED:
+                seconds = sum(h.get("time_s", 0.0) for h in history)
+                row = {**row, "epochs": len(history), "train_time_s": seconds, "wall_time_s": seconds,
+                       "best_top1": max((h["val/top1"] for h in history), default=None)}
+            self.on_result(self.specs[tid], row, history)
+            if self.progress is not None:
+                self.progress.finished(tid, row)
 
-        return Recorder(*args, **kwargs)
+    return Recorder(specs, on_result, progress, epochs)
 
 
 _EPOCH_KEYS = ("epoch", "train/loss", "val/loss", "val/top1", "lr", "time_s", "images_per_s")
@@ -236,7 +238,7 @@ class RayTuneRunner:
             tune.with_parameters(_trainable, data=data, settings=train_settings, checkpoint=s.checkpoint),
             {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
         by_id = {spec.trial_id: spec for spec in specs}
-        recorder = _Recorder(by_id, on_result, progress, settings.epochs)
+        recorder = _recorder(by_id, on_result, progress, settings.epochs)
         exp_path = self.storage_path / EXPERIMENT
         if not self.resume and exp_path.exists():
             shutil.rmtree(exp_path)
