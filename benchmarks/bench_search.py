@@ -15,6 +15,7 @@ given) twice into fresh folders under ``results/bench_search/``: once as configu
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import sys
 import time
@@ -45,10 +46,8 @@ def run(name: str, overrides: list[str]) -> dict:
     wall = time.perf_counter() - t0
     results = pd.read_parquet(s.out_dir / "results.parquet")
     epochs = pd.read_parquet(s.out_dir / "epochs.parquet")
-    import os
-
     workers = min(len(results), int((s.runner.num_cpus or os.cpu_count()) // s.runner.cpus_per_trial))
-    trial_s = results["wall_time_s"].sum()
+    trial_s = epochs["time_s"].sum()  # training + validation of every epoch, stopped trials included
     return {"search": name, "trials": len(results), "stopped": int((results["status"] == "stopped").sum()),
             "epochs_trained": len(epochs), "trial_time_s": trial_s, "wall_s": wall, "workers": workers,
             "efficiency": trial_s / (workers * wall), "winner": outcome.winner["candidate_id"],
