@@ -60,6 +60,8 @@ def candidate_columns(c: Candidate, role: str = CANDIDATE_ROLE) -> dict:
 def plan(s: GridSettings) -> tuple[list[Candidate], Candidate | None, int]:
     """The candidates, the baseline (if trained), and the class count; touches no file."""
     num_classes = num_classes_of(s.data)
+    if s.runner_kind == "optuna_tpe":  # samples its own candidates; the grid does not apply
+        return [], None, num_classes
     base = Multipliers(s.proxy_depth_mult, s.proxy_width_mult)
     candidates, base_cost = build_candidates(s.space, s.backbone, base, s.proxy_resolution_px,
                                              s.rounding, num_classes)
@@ -150,6 +152,10 @@ def make_runner(s: GridSettings):
 def run_search(s: GridSettings, out=sys.stdout) -> SearchOutcome | None:
     """Runs (or resumes) the search ``s`` describes and writes its tables; None for a dry run."""
     candidates, baseline, num_classes = plan(s)
+    if s.dry_run and s.runner_kind == "optuna_tpe":
+        print(f"runner=optuna_tpe samples {s.tpe_trials} (alpha, beta) pairs with TPE; "
+              "there is no candidate list to show", file=out)
+        return None
     if s.dry_run:
         dry_run(s, candidates, baseline, out)
         return None

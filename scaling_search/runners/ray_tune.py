@@ -28,6 +28,7 @@ from scaling_search.trainer import TrainSettings
 from scaling_search.trial import FAILED, OK, STOPPED, TrialSpec, run_trial
 
 EXPERIMENT = "tune"
+AUTO_GPUS_PER_TRIAL = 0.25  # four small proxies share a GPU unless the config says otherwise
 log = logging.getLogger(__name__)
 
 
@@ -39,7 +40,8 @@ class RaySettings:
         address: an existing cluster (``ray://host:10001`` or ``auto``); None starts a local Ray.
         num_cpus: CPUs of a local Ray; None = all of this machine's.
         cpus_per_trial, gpus_per_trial: resources of one trial; a fraction of a GPU packs
-            several small proxies on one GPU.
+            several small proxies on one GPU. ``gpus_per_trial=None`` (the default) means
+            ``AUTO_GPUS_PER_TRIAL`` where the Ray cluster has GPUs and 0 where it has none.
         max_concurrent: cap on trials at once; None = as many as resources allow.
         asha: stop poor trials early with ASHA on ``val/top1`` (by epoch).
         grace_period, reduction_factor: ASHA's minimum epochs and halving rate.
@@ -49,7 +51,7 @@ class RaySettings:
     address: str | None = None
     num_cpus: int | None = None
     cpus_per_trial: float = 1
-    gpus_per_trial: float = 0
+    gpus_per_trial: float | None = None
     max_concurrent: int | None = None
     asha: bool = False
     grace_period: int = 1
@@ -59,6 +61,8 @@ class RaySettings:
     def __post_init__(self) -> None:
         if not self.cpus_per_trial > 0:
             raise ValueError(f"runner.cpus_per_trial must be > 0, got {self.cpus_per_trial}")
+        if self.gpus_per_trial is None:
+            return
         if self.gpus_per_trial < 0:
             raise ValueError(f"runner.gpus_per_trial must be >= 0, got {self.gpus_per_trial}")
         if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
@@ -71,7 +75,7 @@ class RaySettings:
 
 def check_local_gpus(settings: RaySettings) -> None:
     """Fails fast, before Ray starts, when GPUs are asked of a local machine that has none."""
-    if settings.gpus_per_trial > 0 and settings.address is None and not torch.cuda.is_available():
+    if (settings.gpus_per_trial or 0) > 0 and settings.address is None and not torch.cuda.is_available():
         raise ValueError(f"runner.gpus_per_trial={settings.gpus_per_trial:g} but this machine has "
                          "no CUDA GPU (the trials would wait forever); set runner.gpus_per_trial=0")
 
@@ -96,7 +100,7 @@ def check_cluster(settings: RaySettings) -> None:
     import ray
 
     res = ray.cluster_resources()
-    if settings.gpus_per_trial > 0 and res.get("GPU", 0) < min(settings.gpus_per_trial, 1):
+    if (settings.gpus_per_trial or 0) > 0 and res.get("GPU", 0) < min(settings.gpus_per_trial, 1):
         raise ValueError(f"runner.gpus_per_trial={settings.gpus_per_trial:g} but the Ray cluster "
                          f"has {res.get('GPU', 0):g} GPUs; set runner.gpus_per_trial=0")
     if res.get("CPU", 0) < settings.cpus_per_trial:
@@ -221,10 +225,20 @@ class RayTuneRunner:
 
         cpus = ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else (os.cpu_count() or 1)
         n = max(1, int(cpus // self.settings.cpus_per_trial))
-        if self.settings.gpus_per_trial > 0 and ray.is_initialized():
+        gpus_per_trial = self.gpus_per_trial()
+        if gpus_per_trial > 0:
             gpus = ray.cluster_resources().get("GPU", 0)
-            n = min(n, max(1, int(gpus // self.settings.gpus_per_trial)))
+            n = min(n, max(1, int(gpus // gpus_per_trial)))
         return min(n, self.settings.max_concurrent or n)
+
+    def gpus_per_trial(self) -> float:
+        """The configured GPUs per trial; for ``None``, a share of a GPU if the cluster has any."""
+        import ray
+
+        if self.settings.gpus_per_trial is not None:
+            return self.settings.gpus_per_trial
+        has_gpus = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
+        return AUTO_GPUS_PER_TRIAL if has_gpus else 0.0
 
     def run(self, specs: list[TrialSpec], data: ImageData, settings: TrainSettings,
             on_result: OnResult, progress: Progress | None = None) -> None:
@@ -233,10 +247,14 @@ class RayTuneRunner:
 
         s = self.settings
         threads = max(1, int(s.cpus_per_trial))
-        train_settings = TrainSettings(**{**settings.__dict__, "num_threads": threads})
+        gpus = self.gpus_per_trial()
+        # A trial given no GPU by Ray trains on CPU even if the machine has one (Ray does not
+        # hide GPUs from a trial that asked for none).
+        device = "cpu" if gpus == 0 and settings.device == "auto" else settings.device
+        train_settings = TrainSettings(**{**settings.__dict__, "num_threads": threads, "device": device})
         trainable = tune.with_resources(
             tune.with_parameters(_trainable, data=data, settings=train_settings, checkpoint=s.checkpoint),
-            {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
+            {"cpu": s.cpus_per_trial, "gpu": gpus})
         by_id = {spec.trial_id: spec for spec in specs}
         recorder = _recorder(by_id, on_result, progress, settings.epochs)
         exp_path = self.storage_path / EXPERIMENT
