@@ -215,6 +215,10 @@ class GridSettings:
                                               "target", "tolerance", "filter_on"}, "space")
         study = dict(_mapping(d.get("study", {}), "study"))
         _check_keys(study, {"storage", "name"}, "study")
+        if study.get("storage") is not None:
+            from scaling_search.study import storage_url
+
+            storage_url(study["storage"], Path("."))  # the format; the connection is tried before a run
         emit = dict(_mapping(d.get("emit", {}), "emit"))
         _check_keys(emit, {"phis", "num_classes"}, "emit")
         phis = emit.get("phis", [1, 2, 3, 4, 5, 6, 7])

@@ -196,6 +196,8 @@ def _run_grid(s: GridSettings, candidates: list[Candidate], baseline: Candidate 
     if data.num_classes != num_classes_of(s.data):
         raise ValueError(f"{s.data.name} has {data.num_classes} classes, expected {num_classes_of(s.data)}")
 
+    url = storage_url(s.study_storage, s.out_dir)
+    study = open_study(url, s.study_name or s.out_dir.name) if s.study_storage else None  # before any write
     s.out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(s.out_dir / "search.json", json.dumps(search_identity(s), indent=1))
     _write_table(pd.DataFrame([{"candidate_id": k, **v} for k, v in columns.items()]),
@@ -207,7 +209,7 @@ def _run_grid(s: GridSettings, candidates: list[Candidate], baseline: Candidate 
     ranges = {"depth_coef": s.space.depth_range, "width_coef": s.space.width_range,
               "resolution_coef": s.space.resolution_range}
     dists = distributions({k: (min(float(lo), 1.0), float(hi)) for k, (lo, hi) in ranges.items()})
-    study = open_study(storage_url(s.study_storage, s.out_dir), s.study_name or s.out_dir.name)
+    study = study or open_study(url, s.study_name or s.out_dir.name)
     known = recorded_ids(study)
 
     def attrs(spec: TrialSpec) -> dict:

@@ -23,7 +23,7 @@ PARAMS = ("depth_coef", "width_coef", "resolution_coef")
 def storage_url(storage: str | None, run_dir: Path) -> str:
     """The given SQLAlchemy URL, or a SQLite file in ``run_dir``."""
     if storage:
-        if "://" not in storage:
+        if not isinstance(storage, str) or "://" not in storage:
             raise ValueError(f"study.storage must be an SQLAlchemy URL such as sqlite:///abs/path.db "
                              f"or postgresql+psycopg2://user@host/db, got {storage!r}")
         return storage

@@ -42,6 +42,9 @@ def test_dry_run_lists_every_candidate_and_writes_nothing(run_cli, tmp_path):
     (("trainer.epochs=0",), ("trainer.epochs",)),
     (("runner.kind=slurm",), ("runner.kind",)),
     (("imports=[no_such_module]",), ("no_such_module",)),
+    (("study.storage=optuna.db",), ("study.storage must be an SQLAlchemy URL",)),
+    (("study.storage=postgresql+psycopg2://nobody@127.0.0.1:1/none", "runner=local"),
+     ("cannot open the Optuna storage",)),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(run_cli, tmp_path, args, needles):
     r = run_cli(GRID, *args, f"out_dir={tmp_path / 'run'}")

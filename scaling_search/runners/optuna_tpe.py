@@ -47,13 +47,15 @@ def run_tpe_search(s, num_classes: int, runner, out) -> None:
     top_px = bb.scale(Multipliers(1, 1, g_hi), s.rounding, s.proxy_resolution_px).resolution_px
     data = load_dataset(s.data, top_px)
 
-    s.out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(s.out_dir / "search.json", json.dumps(search_identity(s), indent=1))
-    store = TrialStore(s.out_dir)
-    runner.resume = False  # the study, not Ray's experiment, is what a TPE search resumes from
     sampler = optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=max(2, min(10, s.tpe_trials // 3)),
                                          multivariate=True, constant_liar=True)
-    study = open_study(storage_url(s.study_storage, s.out_dir), s.study_name or s.out_dir.name, sampler)
+    url, name = storage_url(s.study_storage, s.out_dir), s.study_name or s.out_dir.name
+    study = open_study(url, name, sampler) if s.study_storage else None  # a bad server: nothing written
+    s.out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(s.out_dir / "search.json", json.dumps(search_identity(s), indent=1))
+    study = study or open_study(url, name, sampler)
+    store = TrialStore(s.out_dir)
+    runner.resume = False  # the study, not Ray's experiment, is what a TPE search resumes from
     for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # interrupted mid-training
 
