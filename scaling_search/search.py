@@ -37,6 +37,10 @@ RANKING_FORMATS = {"top1_mean": "{:.4f}", "top1_std": "{:.4f}", "top1_ci95": "{:
                    "macs_ratio": "{:.2f}", "product": "{:.4f}"}
 
 
+class SearchInterrupted(Exception):
+    """The runner returned before every trial ended (Ctrl-C in Ray Tune); nothing is ranked."""
+
+
 @dataclass(frozen=True)
 class SearchOutcome:
     """What a finished search hands back (also what a multirun summary reads)."""
@@ -231,6 +235,10 @@ def _run_grid(s: GridSettings, candidates: list[Candidate], baseline: Candidate 
           f"({s.runner_kind} runner) -> {s.out_dir}", file=out, flush=True)
     progress = Progress(len(pending), runner.concurrency, len(specs) - len(pending), out)
     runner.run(pending, data, s.trainer, on_result, progress)
+    ended = {r["spec"]["trial_id"] for r in store.load()}
+    missing = [sp.trial_id for sp in specs if sp.trial_id not in ended]
+    if missing:  # Ray Tune returns, rather than raises, when it is interrupted
+        raise SearchInterrupted(f"{len(missing)} of {len(specs)} trials did not run")
 
 
 def summarise(s: GridSettings, out=sys.stdout) -> SearchOutcome:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -161,6 +162,29 @@ def test_killed_ray_search_resumes_where_it_stopped(tmp_path):
     assert f"{total - len(before)} to run" in done.stdout or f"{len(before)} already done" in done.stdout
     for name, text in before.items():  # finished trials were not trained again
         assert (out_dir / "trials" / name).read_text() == text
+
+
+def test_ctrl_c_stops_without_ranking_and_the_rerun_finishes(tmp_path):
+    out_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "scaling_search.grid", *TINY, "space.tolerance=0.1", "runner=local",
+            f"out_dir={out_dir}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((out_dir / "trials").glob("*.json")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert [line for line in stderr.splitlines() if line.strip()][-1].startswith(
+        "scaling_search.grid: interrupted")
+    assert "Traceback" not in stderr
+    assert not (out_dir / "results.csv").exists() and not (out_dir / "coefficients.yaml").exists()
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(re.search(r"(\d+) already done", done.stdout).group(1)) >= 1
+    assert (out_dir / "coefficients.yaml").is_file()
 
 
 def test_optuna_tpe_samples_on_the_constraint_and_continues(tmp_path):

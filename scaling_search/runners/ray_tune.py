@@ -137,15 +137,22 @@ def _trainable(config: dict, data: ImageData, settings: TrainSettings, checkpoin
                  "row": json.dumps({**row, "history": history})})
 
 
-def _row_of(trial_id: str, result: dict | None, error: object = None) -> tuple[dict, list[dict] | None]:
-    """The row and history a trial's last report carries, or a stopped / failed row."""
+def _row_of(trial_id: str, result: dict | None, error: object = None,
+            stopped_early: bool = False) -> tuple[dict | None, list[dict] | None]:
+    """The row and history a trial's last report carries; a failed or stopped row; or None.
+
+    None means the trial ended without its final report for no reason of its own (the search
+    was interrupted): it is not recorded, so a re-run trains or resumes it.
+    """
     result = result or {}
     if "row" in result:
         row = json.loads(result["row"])
         return row, row.pop("history", None)
     if error is not None:
         return {"trial_id": trial_id, "status": FAILED, "error": str(error)[-500:]}, None
-    return {"trial_id": trial_id, "status": STOPPED, "error": "", "final_top1": None}, None
+    if stopped_early:
+        return {"trial_id": trial_id, "status": STOPPED, "error": "", "final_top1": None}, None
+    return None, None
 
 
 def _recorder(specs: dict[str, TrialSpec], on_result: OnResult, progress: Progress | None, epochs: int):
@@ -162,6 +169,7 @@ def _recorder(specs: dict[str, TrialSpec], on_result: OnResult, progress: Progre
             self.epochs = epochs
             self.histories: dict[str, list[dict]] = {}
             self.recorded: set[str] = set()
+            self.stopped_early: set[str] = set()  # filled by the scheduler (_ASHA)
 
         def _id(self, trial) -> str:
             return trial.config["trial"]["trial_id"]
@@ -177,7 +185,8 @@ def _recorder(specs: dict[str, TrialSpec], on_result: OnResult, progress: Progre
                 epochs.append({k: result[k] for k in _EPOCH_KEYS if k in result})
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self._record(self._id(trial), *_row_of(self._id(trial), trial.last_result))
+            tid = self._id(trial)
+            self._record(tid, *_row_of(tid, trial.last_result, stopped_early=tid in self.stopped_early))
 
         def on_trial_error(self, iteration, trials, trial, **info):
             error = "the Ray trial crashed"
@@ -186,8 +195,8 @@ def _recorder(specs: dict[str, TrialSpec], on_result: OnResult, progress: Progre
                 error = lines[-1] if lines else error
             self._record(self._id(trial), *_row_of(self._id(trial), None, error))
 
-        def _record(self, tid: str, row: dict, history: list[dict] | None) -> None:
-            if tid in self.recorded or tid not in self.specs:
+        def _record(self, tid: str, row: dict | None, history: list[dict] | None) -> None:
+            if row is None or tid in self.recorded or tid not in self.specs:
                 return
             self.recorded.add(tid)
             history = history or self.histories.get(tid, [])
@@ -205,6 +214,27 @@ def _recorder(specs: dict[str, TrialSpec], on_result: OnResult, progress: Progre
                 self.progress.finished(tid, row)
 
     return Recorder(specs, on_result, progress, epochs)
+
+
+def _asha(stopped_early: set[str], epochs: int, grace_period: int, reduction_factor: int):
+    """ASHA on ``val/top1`` by epoch, noting each trial it stops in ``stopped_early``.
+
+    A trial that ends without its final report was either stopped by ASHA (a result: recorded
+    as ``stopped``) or cut off by an interruption (not a result: trained again on a re-run);
+    only the scheduler knows which.
+    """
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    class NotingASHA(ASHAScheduler):
+        def on_trial_result(self, tune_controller, trial, result):
+            decision = super().on_trial_result(tune_controller, trial, result)
+            if decision == TrialScheduler.STOP and "row" not in result:
+                stopped_early.add(trial.config["trial"]["trial_id"])
+            return decision
+
+    # max_t is past the last epoch: the final report (the trial's row) must not be cut off.
+    return NotingASHA(time_attr="epoch", metric="val/top1", mode="max", max_t=epochs + 1,
+                      grace_period=grace_period, reduction_factor=reduction_factor)
 
 
 _EPOCH_KEYS = ("epoch", "train/loss", "val/loss", "val/top1", "lr", "time_s", "images_per_s")
@@ -243,7 +273,6 @@ class RayTuneRunner:
     def run(self, specs: list[TrialSpec], data: ImageData, settings: TrainSettings,
             on_result: OnResult, progress: Progress | None = None) -> None:
         from ray import tune
-        from ray.tune.schedulers import ASHAScheduler
 
         s = self.settings
         threads = max(1, int(s.cpus_per_trial))
@@ -271,11 +300,7 @@ class RayTuneRunner:
             shutil.rmtree(exp_path)  # every trial it held is recorded; start one for the rest
         scheduler = None
         if s.asha:
-            scheduler = ASHAScheduler(time_attr="epoch", metric="val/top1", mode="max",
-                                      # past the last epoch: the final report (the trial's row)
-                                      # must not be cut off by ASHA's stop at max_t
-                                      max_t=settings.epochs + 1, grace_period=s.grace_period,
-                                      reduction_factor=s.reduction_factor)
+            scheduler = _asha(recorder.stopped_early, settings.epochs, s.grace_period, s.reduction_factor)
         tuner = tune.Tuner(
             trainable,
             param_space={"trial": tune.grid_search([sp.to_dict() for sp in specs])},
@@ -294,5 +319,8 @@ class RayTuneRunner:
     def _reconcile(grid, recorder) -> None:
         """Records any trial the callback did not see end (e.g. finished before a restore)."""
         for result in grid:
+            if not result.config:  # never started (the search was interrupted first)
+                continue
             tid = result.config["trial"]["trial_id"]
-            recorder._record(tid, *_row_of(tid, result.metrics, result.error))
+            recorder._record(tid, *_row_of(tid, result.metrics, result.error,
+                                           stopped_early=tid in recorder.stopped_early))
