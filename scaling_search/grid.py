@@ -26,7 +26,7 @@ def validate(plain: dict) -> None:
     from scaling_search.search import plan
 
     settings = GridSettings.from_dict(plain)
-    if settings.runner_kind != "local":
+    if settings.runner_kind != "local" and not settings.dry_run:  # a dry run trains nothing
         check_local_gpus(settings.runner)
     plan(settings)
 

@@ -131,8 +131,16 @@ def dry_run(s: GridSettings, candidates: list[Candidate], baseline: Candidate | 
 
 
 def _train_images(s: GridSettings) -> int:
+    """Training images the search will see (an image folder's files are counted, not decoded)."""
     sizes = {"digits": 1797, "synthetic": s.data.num_images or 2000, "cifar10": 50000, "cifar100": 50000}
-    n = sizes.get(s.data.name, s.data.num_images or 0)
+    if s.data.name == "imagefolder":
+        root = Path(s.data.root).expanduser()
+        if (root / "train").is_dir() and (root / "val").is_dir():
+            return sum(1 for p in (root / "train").rglob("*") if p.is_file())
+        sizes["imagefolder"] = sum(1 for p in root.rglob("*") if p.is_file())
+    n = sizes[s.data.name]
+    if s.data.num_images is not None:
+        n = min(n, s.data.num_images)
     return round(n * (1 - s.data.val_fraction))
 
 

@@ -77,3 +77,20 @@ def test_a_bad_value_late_in_a_sweep_fails_before_the_first_job(run_cli, tmp_pat
                 f"hydra.sweep.dir={tmp_path / 'sweep'}", f"out_dir={tmp_path}/runs/e${{trainer.epochs}}")
     _one_line_error(r, "trainer.epochs")
     assert not (tmp_path / "runs").exists()
+
+
+def test_paper_preset_dry_runs_on_a_machine_without_gpu(run_cli, tmp_path):
+    """experiment=paper_step1 composes (B0 at 224 px, the 109-point grid, 3 seeds) and a dry run
+    needs neither the GPUs it asks for nor a decoded dataset."""
+    for c in ("cat", "dog"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(5):
+            (tmp_path / "imgs" / c / f"{i}.jpg").write_bytes(b"")  # counted, never decoded
+    r = run_cli(GRID, "experiment=paper_step1", f"data.root={tmp_path / 'imgs'}", "dry_run=true",
+                f"out_dir={tmp_path / 'run'}")
+    assert r.returncode == 0, r.stderr
+    summary = [line for line in r.stdout.splitlines() if "candidates (" in line][0]
+    kept, merged = int(summary.split()[0]), int(summary.split("(")[1].split()[0])
+    assert kept + merged == 109 and "3 seed(s)" in summary and "~8 training images" in summary
+    assert "| 224 |" in r.stdout.replace("  ", " ") or " 224 " in r.stdout
+    assert not (tmp_path / "run").exists()
