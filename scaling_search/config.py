@@ -84,7 +84,12 @@ def import_plugins(modules: object) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class ScaleSettings:
-    """Settings of ``python -m scaling_search.scale`` (Step-2 emission)."""
+    """Settings of ``python -m scaling_search.scale``: Step-2 emission, and training when ``train``.
+
+    The family scales a base network (the backbone at ``base_depth_mult``, ``base_width_mult``
+    and ``resolution_px``) by α^φ, β^φ, γ^φ. With ``train`` it is trained on ``data`` beside
+    the single-dimension ``baselines`` matched to its measured MACs at each φ ≠ 0.
+    """
 
     backbone: str
     coefficients: Coefficients
@@ -95,21 +100,45 @@ class ScaleSettings:
     out_dir: Path
     imports: tuple[str, ...] = ()
     compare_published: bool = True
+    coefficients_source: str | None = None  # the coefficients file they came from, if any
+    base_depth_mult: float = 1.0
+    base_width_mult: float = 1.0
+    train: bool = False
+    backbone_tag: str | None = None
+    baselines: tuple[str, ...] = ("depth", "width", "resolution")
+    data: DataSettings | None = None
+    trainer: TrainSettings | None = None
+    runner_kind: str = "ray"
+    runner: RaySettings | None = None
+    seed: int = 0
+    seeds_per_member: int = 1
+    study_storage: str | None = None
+    study_name: str | None = None
+    dry_run: bool = False
+    report: bool = True
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.seeds_per_member)]
+
+    @property
+    def tag(self) -> str:
+        return self.backbone_tag or self.backbone
 
     @classmethod
     def from_dict(cls, d: Mapping) -> ScaleSettings:
         d = dict(_mapping(d, "config"))
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        _check_keys(d, {"backbone", "coefficients", "coefficients_file", "constraint", "phis", "rounding",
+                        "resolution_px", "num_classes", "out_dir", "imports", "compare_published", "base",
+                        "train", "baselines", "data", "trainer", "runner", "seed", "seeds_per_member",
+                        "study", "dry_run", "report", "experiment"}, "config")
         imports = import_plugins(d.get("imports"))
         from scaling_search.backbones import get_backbone  # after plugins have registered
 
-        backbone = d.get("backbone")
+        backbone, tag = d.get("backbone"), None
         if isinstance(backbone, Mapping):  # the backbone config group: {name, tag}
             _check_keys(backbone, {"name", "tag"}, "backbone")
-            backbone = backbone.get("name")
+            backbone, tag = backbone.get("name"), backbone.get("tag")
         if not isinstance(backbone, str):
             raise ValueError(f"backbone must be a registry name, got {backbone!r}")
         get_backbone(backbone)
@@ -124,17 +153,121 @@ class ScaleSettings:
         out_dir = d.get("out_dir")
         if not out_dir or not isinstance(out_dir, str):
             raise ValueError(f"out_dir must be a folder path, got {out_dir!r}")
-        return cls(
-            backbone=backbone,
-            coefficients=coefficients_from(d.get("coefficients")),
-            phis=tuple(float(p) for p in phis),
+        source = d.get("coefficients_file")
+        if source is not None:
+            coefficients, source = coefficients_file(source)
+        else:
+            coefficients = coefficients_from(d.get("coefficients"))
+        check_constraint(coefficients, d.get("constraint"), source)
+        base = dict(_mapping(d.get("base") or {}, "base"))
+        _check_keys(base, {"depth_mult", "width_mult"}, "base")
+        for k in ("depth_mult", "width_mult"):
+            v = base.get(k, 1.0)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ValueError(f"base.{k} must be a number > 0, got {v!r}")
+        settings = dict(
+            backbone=backbone, coefficients=coefficients, phis=tuple(float(p) for p in phis),
             rounding=rounding_from(d.get("rounding", {})),
             resolution_px=_positive_int(d.get("resolution_px"), "resolution_px", optional=True),
             num_classes=_positive_int(d.get("num_classes", 1000), "num_classes"),
-            out_dir=Path(out_dir).expanduser().resolve(),
-            imports=imports,
-            compare_published=bool(d.get("compare_published", True)),
-        )
+            out_dir=Path(out_dir).expanduser().resolve(), imports=imports,
+            compare_published=bool(d.get("compare_published", True)), coefficients_source=source,
+            base_depth_mult=float(base.get("depth_mult", 1.0)),
+            base_width_mult=float(base.get("width_mult", 1.0)),
+            train=bool(d.get("train", False)), backbone_tag=tag,
+            dry_run=bool(d.get("dry_run", False)), report=bool(d.get("report", True)))
+        if settings["train"] or settings["dry_run"]:
+            settings.update(_training_settings(d))
+        return cls(**settings)
+
+
+def _training_settings(d: dict) -> dict:
+    """The Step-2 training part of the scale app's config."""
+    from scaling_search.data import DataSettings
+    from scaling_search.family import DIMENSIONS
+    from scaling_search.runners.ray_tune import RaySettings
+    from scaling_search.trainer import TrainSettings
+
+    baselines = d.get("baselines", list(DIMENSIONS))
+    if baselines is None:
+        baselines = []
+    if isinstance(baselines, str) or not isinstance(baselines, (list, tuple)) or \
+            any(b not in DIMENSIONS for b in baselines):
+        raise ValueError(f"baselines must be a list drawn from {list(DIMENSIONS)}, got {baselines!r}")
+    runner = dict(_mapping(d.get("runner"), "runner"))
+    kind = runner.pop("kind", "ray")
+    if kind not in ("ray", "local"):
+        raise ValueError(f"runner.kind must be ray or local for Step 2 (it trains a fixed family; "
+                         f"optuna_tpe samples Step-1 coefficients), got {kind!r}")
+    runner.pop("n_trials", None)
+    runner.pop("executor", None)
+    study = dict(_mapping(d.get("study") or {}, "study"))
+    _check_keys(study, {"storage", "name"}, "study")
+    if study.get("storage") is not None:
+        from scaling_search.study import storage_url
+
+        storage_url(study["storage"], Path("."))
+    seed = d.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    return dict(
+        baselines=tuple(b for b in DIMENSIONS if b in baselines),
+        data=_build(DataSettings, d.get("data"), "data"),
+        trainer=_build(TrainSettings, d.get("trainer"), "trainer"),
+        runner_kind=kind, runner=_build(RaySettings, runner, "runner"), seed=seed,
+        seeds_per_member=_positive_int(d.get("seeds_per_member", 1), "seeds_per_member"),
+        study_storage=study.get("storage"), study_name=study.get("name"))
+
+
+COEFFICIENT_KEYS = ("depth_coef", "width_coef", "resolution_coef")
+
+
+def coefficients_file(path: object) -> tuple[Coefficients, str]:
+    """α, β, γ from a Step-1 ``coefficients.yaml`` (or the run folder holding one)."""
+    import yaml
+
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"coefficients_file must be a file path, got {path!r}")
+    p = Path(path).expanduser().resolve()
+    if p.is_dir():
+        p = p / "coefficients.yaml"
+    if not p.is_file():
+        raise ValueError(f"coefficients_file {str(p)!r} does not exist; give a Step-1 run's "
+                         "coefficients.yaml (or its run folder)")
+    try:
+        d = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"coefficients_file {str(p)!r} is not valid YAML "
+                         f"({str(e).splitlines()[0]})") from None
+    if not isinstance(d, Mapping) or set(d) != set(COEFFICIENT_KEYS):
+        got = sorted(d) if isinstance(d, Mapping) else type(d).__name__
+        raise ValueError(f"coefficients_file {str(p)!r} must hold exactly {', '.join(COEFFICIENT_KEYS)} "
+                         f"(got {got})")
+    for k in COEFFICIENT_KEYS:
+        if isinstance(d[k], bool) or not isinstance(d[k], (int, float)):
+            raise ValueError(f"coefficients_file {str(p)!r}: {k} must be a number, got {d[k]!r}")
+    try:
+        return coefficients_from(d), str(p)
+    except ValueError as e:
+        raise ValueError(f"coefficients_file {str(p)!r}: {e}") from None
+
+
+def check_constraint(c: Coefficients, constraint: object, source: str | None = None) -> None:
+    """|α·β²·γ² − target| ≤ tolerance (skipped when the tolerance is null)."""
+    constraint = dict(_mapping(constraint or {}, "constraint"))
+    _check_keys(constraint, {"target", "tolerance"}, "constraint")
+    target, tolerance = constraint.get("target", 2.0), constraint.get("tolerance", 0.1)
+    if tolerance is None:
+        return
+    for k, v in (("target", target), ("tolerance", tolerance)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+            raise ValueError(f"constraint.{k} must be a number >= 0, got {v!r}")
+    if abs(c.product - target) > tolerance + 1e-12:
+        where = f"coefficients_file {source!r}" if source else "coefficients"
+        raise ValueError(
+            f"{where} break the constraint: alpha*beta^2*gamma^2 = {c.depth_coef:g}*{c.width_coef:g}^2*"
+            f"{c.resolution_coef:g}^2 = {c.product:.4g}, not within {tolerance:g} of {target:g}; "
+            "fix them, or set constraint.tolerance=null to scale anyway")
 
 
 def _check_keys(d: Mapping, known: set[str], where: str) -> None:
@@ -170,6 +303,7 @@ class GridSettings:
     emit_phis: tuple[float, ...]
     emit_num_classes: int
     imports: tuple[str, ...] = ()
+    report: bool = True
 
     @property
     def seeds(self) -> list[int]:
@@ -185,7 +319,7 @@ class GridSettings:
         d = dict(_mapping(d, "config"))
         _check_keys(d, {"backbone", "proxy", "space", "data", "trainer", "runner", "rounding", "seed",
                         "seeds_per_candidate", "include_baseline", "dry_run", "out_dir", "study",
-                        "emit", "imports", "experiment"}, "config")
+                        "emit", "imports", "experiment", "report"}, "config")
         imports = import_plugins(d.get("imports"))
         from scaling_search.backbones import get_backbone
 
@@ -247,5 +381,5 @@ class GridSettings:
             study_storage=study.get("storage"), study_name=study.get("name"),
             emit_phis=tuple(float(p) for p in phis),
             emit_num_classes=_positive_int(emit.get("num_classes", 1000), "emit.num_classes"),
-            imports=imports,
+            imports=imports, report=bool(d.get("report", True)),
         )

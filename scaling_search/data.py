@@ -270,3 +270,17 @@ def load_dataset(settings: DataSettings, max_resolution_px: int = 224) -> ImageD
     if settings.name in ("cifar10", "cifar100"):
         return load_cifar(settings)
     return load_image_folder(settings, settings.image_px or max_resolution_px)
+
+
+def train_image_count(s: DataSettings) -> int:
+    """Training images a run will see (an image folder's files are counted, not decoded)."""
+    sizes = {"digits": 1797, "synthetic": s.num_images or 2000, "cifar10": 50000, "cifar100": 50000}
+    if s.name == "imagefolder":
+        root = Path(s.root).expanduser()
+        if (root / "train").is_dir() and (root / "val").is_dir():
+            return sum(1 for p in (root / "train").rglob("*") if p.is_file())
+        sizes["imagefolder"] = sum(1 for p in root.rglob("*") if p.is_file())
+    n = sizes[s.name]
+    if s.num_images is not None:
+        n = min(n, s.num_images)
+    return round(n * (1 - s.val_fraction))

@@ -9,6 +9,7 @@ runtime: ``scale.py`` (the command) does the I/O.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -46,12 +47,13 @@ def member_name(backbone: str, phi: float) -> str:
 
 def scale_family(backbone: str, coefficients: Coefficients, phis: Sequence[float],
                  rounding: Rounding = REFERENCE_ROUNDING, resolution_px: int | None = None,
-                 num_classes: int = 1000) -> list[FamilyMember]:
-    """Scales ``backbone`` at every φ in ``phis`` (in the given order, duplicates dropped)."""
+                 num_classes: int = 1000, base: Multipliers = Multipliers()) -> list[FamilyMember]:
+    """Scales ``backbone`` (at the ``base`` multipliers) at every φ in ``phis`` (in the given
+    order, duplicates dropped)."""
     if not phis:
         raise ValueError("phis is empty; give at least one phi, e.g. phis=[1,2,3]")
     bb = get_backbone(backbone)
-    base_macs = bb.scale(Multipliers(), rounding, resolution_px).cost(num_classes).macs
+    base_macs = bb.scale(base, rounding, resolution_px).cost(num_classes).macs
     members, seen = [], set()
     for phi in phis:
         phi = float(phi)
@@ -60,7 +62,9 @@ def scale_family(backbone: str, coefficients: Coefficients, phis: Sequence[float
         if phi in seen:
             continue
         seen.add(phi)
-        model = bb.scale(coefficients.multipliers(phi), rounding, resolution_px)
+        m = coefficients.multipliers(phi)
+        model = bb.scale(Multipliers(base.depth_mult * m.depth_mult, base.width_mult * m.width_mult,
+                                     base.resolution_mult * m.resolution_mult), rounding, resolution_px)
         cost = model.cost(num_classes)
         members.append(FamilyMember(member_name(backbone, phi), phi, model, cost,
                                     cost.macs / base_macs, coefficients.formula_macs_ratio(phi)))
@@ -226,20 +230,27 @@ def markdown(df, formats: dict[str, str]) -> str:
     return shown.to_markdown(index=False) + "\n"
 
 
+def resolved_config(settings) -> dict:
+    """A settings dataclass as plain YAML-ready data (paths and tuples made plain)."""
+    return json.loads(json.dumps(asdict(settings), default=str))
+
+
 def write_family(settings: ScaleSettings, prog: str = "scaling_search.scale") -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Computes the family, then writes it all into ``settings.out_dir`` at once.
 
     Returns:
         The summary table, and the comparison with the published B0–B7 (or None).
     """
+    base = Multipliers(settings.base_depth_mult, settings.base_width_mult)
     members = scale_family(settings.backbone, settings.coefficients, settings.phis,
-                           settings.rounding, settings.resolution_px, settings.num_classes)
+                           settings.rounding, settings.resolution_px, settings.num_classes, base)
     base_px = settings.resolution_px or get_backbone(settings.backbone).resolution_px
     configs = {m.name: model_config(m, settings.coefficients, settings.rounding,
                                     settings.num_classes, base_px) for m in members}
     summary = summary_frame(members)
     published = None
-    if settings.compare_published and settings.backbone == BASELINE and settings.resolution_px in (None, 224):
+    if (settings.compare_published and settings.backbone == BASELINE and settings.resolution_px in (None, 224)
+            and base == Multipliers()):
         published = published_comparison(settings.coefficients, settings.rounding, settings.num_classes)
 
     with staged_directory(settings.out_dir) as stage:
@@ -258,8 +269,6 @@ def write_family(settings: ScaleSettings, prog: str = "scaling_search.scale") ->
             published.to_csv(stage / "published.csv", index=False)
             (stage / "published.md").write_text(markdown(published, PUBLISHED_FORMATS))
         (stage / "coefficients.yaml").write_text(OmegaConf.to_yaml(asdict(settings.coefficients)))
-        resolved = {**asdict(settings), "out_dir": str(settings.out_dir), "phis": list(settings.phis),
-                    "imports": list(settings.imports)}
-        (stage / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+        (stage / "config.yaml").write_text(OmegaConf.to_yaml(resolved_config(settings)))
 
     return summary, published

@@ -15,6 +15,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _as_created(tmp: str | os.PathLike) -> None:
+    """mkstemp makes files 0600; a result file should get the mode ``open`` would give it."""
+    os.chmod(tmp, 0o666 & ~_umask())
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Writes ``text`` to ``path`` through a temporary file in the same folder."""
     path = Path(path)
@@ -25,6 +36,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        _as_created(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -41,6 +53,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        _as_created(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -57,9 +70,7 @@ def staged_directory(out_dir: str | os.PathLike) -> Iterator[Path]:
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".staging", dir=out_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it 0700; the result should look like mkdir's
+    os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes it 0700; the result should look like mkdir's
     try:
         yield stage
     except BaseException:

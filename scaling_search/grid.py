@@ -33,9 +33,7 @@ def validate(plain: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="grid")
 def main(cfg: DictConfig) -> dict | None:
-    from scaling_search.search import run_search
-
-    from scaling_search.search import SearchInterrupted
+    from scaling_search.search import SearchInterrupted, run_search
 
     with user_errors(PROG):
         settings = GridSettings.from_dict(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
@@ -49,6 +47,10 @@ def main(cfg: DictConfig) -> dict | None:
         raise SystemExit(EXIT_INTERRUPTED) from None
     if outcome is None:
         return None
+    if settings.report:
+        from scaling_search.report import write_report
+
+        print(f"report: {write_report(outcome.run_dir)}", flush=True)
     return {"out_dir": str(outcome.run_dir), "backbone": settings.backbone, "data": settings.data.name,
             "seed": settings.seed, "winner": outcome.winner, "baseline": outcome.baseline,
             "trials": outcome.trials, "failed": outcome.failed}

@@ -66,3 +66,7 @@ class SummaryCallback(Callback):
         atomic_write_text(sweep_dir / "multirun_summary.md", text + "\n" + "\n".join(lines) + "\n")
         print(text + "\n".join(lines), flush=True)
         print(f"multirun summary: {sweep_dir / 'multirun_summary.md'}", flush=True)
+        if config.get("report", True):
+            from scaling_search.report import write_report
+
+            print(f"multirun report: {write_report(sweep_dir)}", flush=True)

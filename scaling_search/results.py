@@ -64,7 +64,7 @@ RESULT_COLUMNS = [
 ]
 
 
-def results_frame(records: Iterable[dict]) -> pd.DataFrame:
+def results_frame(records: Iterable[dict], columns: list[str] = RESULT_COLUMNS) -> pd.DataFrame:
     """One row per trial: the candidate's coefficients and cost beside the trial's outcome."""
     rows = []
     for r in records:
@@ -73,10 +73,10 @@ def results_frame(records: Iterable[dict]) -> pd.DataFrame:
                      "trial_id": spec["trial_id"], "seed": spec["seed"],
                      **{k: v for k, v in row.items() if k != "traceback"}})
     df = pd.DataFrame(rows)
-    for col in RESULT_COLUMNS:
+    for col in columns:
         if col not in df:
             df[col] = np.nan
-    return df[RESULT_COLUMNS].sort_values(["candidate_id", "seed"], ignore_index=True)
+    return df[columns].sort_values(["candidate_id", "seed"], ignore_index=True)
 
 
 def epochs_frame(records: Iterable[dict]) -> pd.DataFrame:
@@ -89,19 +89,22 @@ def epochs_frame(records: Iterable[dict]) -> pd.DataFrame:
     return df.sort_values(["trial_id", "epoch"], ignore_index=True)
 
 
-def rank(results: pd.DataFrame, metric: str = "final_top1") -> pd.DataFrame:
+GRID_KEYS = ("candidate_id", "role", "depth_coef", "width_coef", "resolution_coef", "product",
+             "resolution_px", "params", "macs", "macs_ratio")
+
+
+def rank(results: pd.DataFrame, metric: str = "final_top1", keys: tuple[str, ...] = GRID_KEYS) -> pd.DataFrame:
     """Candidates ranked by mean ``metric`` over their ``ok`` seeds, best first.
 
     Columns: mean, standard deviation and 95% interval half-width (Student's t) of the metric
     over seeds, top-1 per MAC (``top1_per_mmacs``: mean top-1 per million MACs), the rank by
-    each, and whether the candidate lies on the Pareto front of top-1 against MACs.
+    each, and whether the candidate lies on the Pareto front of top-1 against MACs. ``keys``
+    are the columns that identify a candidate (and are carried into the table).
     """
     ok = results[results["status"] == OK]
     if ok.empty:
         raise ValueError("no trial finished; see the error column of results.csv")
-    keys = ["candidate_id", "role", "depth_coef", "width_coef", "resolution_coef", "product",
-            "resolution_px", "params", "macs", "macs_ratio"]
-    g = ok.groupby(keys, dropna=False)[metric]
+    g = ok.groupby(list(keys), dropna=False)[metric]
     table = g.agg(top1_mean="mean", top1_std="std", seeds="count").reset_index()
     table["top1_std"] = table["top1_std"].where(table["seeds"] > 1)
     table["top1_ci95"] = [s * t95(n - 1) / math.sqrt(n) if n > 1 else math.nan

@@ -1,6 +1,7 @@
-"""``python -m scaling_search.scale``: Step 2, the compound-scaled family as configs and tables.
+"""``python -m scaling_search.scale``: Step 2, the compound-scaled family: configs, and training.
 
-For a backbone, α, β, γ and a list of φ it writes, atomically, to ``out_dir``:
+For a backbone, α, β, γ (``coefficients.*`` or a Step-1 ``coefficients_file``) and a list of
+φ it writes, atomically, to ``out_dir``:
 
 - ``model/<backbone>_phi<φ>.yaml``: one Hydra-composable config per scaled model (compose it
   with ``+model=<name> hydra.searchpath=[file://<out_dir>]``),
@@ -10,12 +11,15 @@ For a backbone, α, β, γ and a list of φ it writes, atomically, to ``out_dir`
   published B0–B7, with the φ each published model implies per dimension,
 - ``coefficients.yaml`` and ``config.yaml`` (the resolved settings of this run).
 
-Training the family is not done here.
+With ``train=true`` it trains the family, and the single-dimension ``baselines`` matched to
+each member's MACs, on ``data`` with the Step-1 trainer and runners (``step2.train_family``);
+the configs then go to ``out_dir/configs``. Either way a ``report.html`` is written last.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -27,6 +31,7 @@ from scaling_search.emit import (PUBLISHED_FORMATS, PUBLISHED_ON_CONSOLE, SUMMAR
                                  write_family)
 
 PROG = "scaling_search.scale"
+EXIT_INTERRUPTED = 130
 log = logging.getLogger(PROG)
 
 
@@ -40,11 +45,58 @@ def emit(settings: ScaleSettings) -> Path:
     return settings.out_dir
 
 
+def validate(plain: dict) -> None:
+    """Everything that can be checked before a run starts (used by the preflight)."""
+    settings = ScaleSettings.from_dict(plain)
+    if settings.train and not settings.dry_run:
+        from scaling_search.runners.ray_tune import check_local_gpus
+
+        if settings.runner_kind == "ray":
+            check_local_gpus(settings.runner)
+    if settings.train or settings.dry_run:
+        from scaling_search.step2 import plan
+
+        plan(settings)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="scale")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> dict | None:
+    from scaling_search.execution import RunInterrupted
+
     with user_errors(PROG):
-        emit(ScaleSettings.from_dict(OmegaConf.to_container(cfg, resolve=True)))
+        settings = ScaleSettings.from_dict(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
+    if settings.coefficients_source:
+        c = settings.coefficients
+        print(f"coefficients from {settings.coefficients_source}: alpha={c.depth_coef:g} "
+              f"beta={c.width_coef:g} gamma={c.resolution_coef:g}", flush=True)
+    if not (settings.train or settings.dry_run):
+        with user_errors(PROG):
+            emit(settings)
+            if settings.report:
+                _report(settings.out_dir)
+        return {"out_dir": str(settings.out_dir)}
+    from scaling_search.step2 import train_family
+
+    try:
+        with user_errors(PROG):
+            outcome = train_family(settings)
+    except (KeyboardInterrupt, RunInterrupted) as e:
+        detail = f" ({e})" if str(e) else ""
+        print(f"{PROG}: interrupted{detail}; every trial that ended is saved in {settings.out_dir}; "
+              "run the same command again to resume", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    if outcome is None:
+        return None
+    if settings.report:
+        _report(outcome.run_dir)
+    return {"out_dir": str(outcome.run_dir), "trials": outcome.trials, "failed": outcome.failed}
+
+
+def _report(run_dir: Path) -> None:
+    from scaling_search.report import write_report
+
+    print(f"report: {write_report(run_dir)}", flush=True)
 
 
 if __name__ == "__main__":
-    run_hydra_app(main, PROG, "scale", validate=ScaleSettings.from_dict)
+    run_hydra_app(main, PROG, "scale", validate=validate)

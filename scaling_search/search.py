@@ -22,10 +22,11 @@ from pathlib import Path
 import pandas as pd
 
 from scaling_search.config import GridSettings, ScaleSettings
-from scaling_search.data import load_dataset, num_classes_of
+from scaling_search.data import load_dataset, num_classes_of, train_image_count
 from scaling_search.emit import markdown, write_family
+from scaling_search.execution import (RunInterrupted, check_identity, make_runner, plain, ray_session,
+                                      run_specs, uses_ray, write_identity, write_table)
 from scaling_search.files import atomic_output, atomic_write_text
-from scaling_search.progress import Progress
 from scaling_search.results import TrialStore, epochs_frame, rank, results_frame
 from scaling_search.scaling import Coefficients, Multipliers
 from scaling_search.space import Candidate, build_candidates, candidate_id
@@ -37,8 +38,8 @@ RANKING_FORMATS = {"top1_mean": "{:.4f}", "top1_std": "{:.4f}", "top1_ci95": "{:
                    "macs_ratio": "{:.2f}", "product": "{:.4f}"}
 
 
-class SearchInterrupted(Exception):
-    """The runner returned before every trial ended (Ctrl-C in Ray Tune); nothing is ranked."""
+SearchInterrupted = RunInterrupted  # the name Step 1's callers know
+IDENTITY_FILE = "search.json"
 
 
 @dataclass(frozen=True)
@@ -101,14 +102,17 @@ def search_identity(s: GridSettings) -> dict:
 
 def check_run_dir(s: GridSettings) -> None:
     """A re-run resumes only the same search; anything else would mix incomparable trials."""
-    path = s.out_dir / "search.json"
-    if not path.is_file():
-        return
-    old, new = json.loads(path.read_text()), search_identity(s)
-    if old != new:
-        diff = [k for k in new if old.get(k) != new[k]]
-        raise ValueError(f"out_dir {str(s.out_dir)!r} holds a search with different {', '.join(diff)}; "
-                         "choose another out_dir (or delete that folder) to start a new search")
+    check_identity(s.out_dir, IDENTITY_FILE, search_identity(s), "search")
+
+
+def write_run_config(s: GridSettings) -> None:
+    """The resolved settings and the environment, for the report (rewritten by each run)."""
+    from omegaconf import OmegaConf
+
+    from scaling_search.environment import capture
+
+    atomic_write_text(s.out_dir / "config.yaml", OmegaConf.to_yaml(plain(asdict(s))))
+    atomic_write_text(s.out_dir / "environment.json", json.dumps(capture(), indent=1))
 
 
 def dry_run(s: GridSettings, candidates: list[Candidate], baseline: Candidate | None, out=sys.stdout) -> pd.DataFrame:
@@ -117,7 +121,7 @@ def dry_run(s: GridSettings, candidates: list[Candidate], baseline: Candidate | 
             for c, role in [(baseline, BASELINE_ROLE)] * (baseline is not None)
             + [(c, CANDIDATE_ROLE) for c in candidates]]
     df = pd.DataFrame(rows)
-    n_train = _train_images(s)
+    n_train = train_image_count(s.data)
     # Training costs ~3x the forward pass (forward + backward), per image and epoch, per seed.
     df["train_macs"] = 3 * df["macs"] * n_train * s.trainer.epochs * len(s.seeds)
     shown = df[["candidate_id", "role", "depth_coef", "width_coef", "resolution_coef", "product",
@@ -128,37 +132,6 @@ def dry_run(s: GridSettings, candidates: list[Candidate], baseline: Candidate | 
           f"networks), {len(s.seeds)} seed(s); about {df['train_macs'].sum():.3e} training MACs "
           f"over ~{n_train} training images x {s.trainer.epochs} epochs", file=out)
     return df
-
-
-def _train_images(s: GridSettings) -> int:
-    """Training images the search will see (an image folder's files are counted, not decoded)."""
-    sizes = {"digits": 1797, "synthetic": s.data.num_images or 2000, "cifar10": 50000, "cifar100": 50000}
-    if s.data.name == "imagefolder":
-        root = Path(s.data.root).expanduser()
-        if (root / "train").is_dir() and (root / "val").is_dir():
-            return sum(1 for p in (root / "train").rglob("*") if p.is_file())
-        sizes["imagefolder"] = sum(1 for p in root.rglob("*") if p.is_file())
-    n = sizes[s.data.name]
-    if s.data.num_images is not None:
-        n = min(n, s.data.num_images)
-    return round(n * (1 - s.data.val_fraction))
-
-
-def _write_table(df: pd.DataFrame, stem: Path) -> None:
-    with atomic_output(stem.with_suffix(".parquet")) as tmp:
-        df.to_parquet(tmp, index=False)
-    with atomic_output(stem.with_suffix(".csv")) as tmp:
-        df.to_csv(tmp, index=False)
-
-
-def make_runner(s: GridSettings):
-    from scaling_search.runners import LocalRunner
-
-    if s.runner_kind == "local" or (s.runner_kind == "optuna_tpe" and s.executor == "local"):
-        return LocalRunner(max(1, int(s.runner.cpus_per_trial)))
-    from scaling_search.runners.ray_tune import RayTuneRunner
-
-    return RayTuneRunner(s.runner, s.out_dir / "ray")
 
 
 def run_search(s: GridSettings, out=sys.stdout) -> SearchOutcome | None:
@@ -172,32 +145,19 @@ def run_search(s: GridSettings, out=sys.stdout) -> SearchOutcome | None:
         dry_run(s, candidates, baseline, out)
         return None
     check_run_dir(s)
-    owns_ray = False
-    uses_ray = s.runner_kind == "ray" or (s.runner_kind == "optuna_tpe" and s.executor == "ray")
-    if uses_ray:
-        from scaling_search.runners.ray_tune import check_cluster, check_local_gpus, start_ray
-
-        check_local_gpus(s.runner)
-        owns_ray = start_ray(s.runner)
-    try:
-        if uses_ray:
-            check_cluster(s.runner)
+    with ray_session(s.runner, uses_ray(s.runner_kind, s.executor)):
         if s.runner_kind == "optuna_tpe":
             from scaling_search.runners.optuna_tpe import run_tpe_search
 
-            run_tpe_search(s, num_classes, make_runner(s), out)
+            runner = make_runner("local" if s.executor == "local" else "ray", s.runner, s.out_dir)
+            run_tpe_search(s, num_classes, runner, out)
         else:
             _run_grid(s, candidates, baseline, out)
-    finally:
-        if owns_ray:
-            import ray
-
-            ray.shutdown()
     return summarise(s, out)
 
 
 def _run_grid(s: GridSettings, candidates: list[Candidate], baseline: Candidate | None, out) -> None:
-    from scaling_search.study import distributions, open_study, record_trial, recorded_ids, storage_url
+    from scaling_search.study import distributions, grid_params, open_study, storage_url
 
     all_candidates = ([baseline] if baseline else []) + candidates
     columns = {c.candidate_id: candidate_columns(c) for c in candidates}
@@ -211,50 +171,25 @@ def _run_grid(s: GridSettings, candidates: list[Candidate], baseline: Candidate 
     url = storage_url(s.study_storage, s.out_dir)
     study = open_study(url, s.study_name or s.out_dir.name) if s.study_storage else None  # before any write
     s.out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(s.out_dir / "search.json", json.dumps(search_identity(s), indent=1))
-    _write_table(pd.DataFrame([{"candidate_id": k, **v} for k, v in columns.items()]),
-                 s.out_dir / "candidates")
-    store = TrialStore(s.out_dir)
-    done = store.finished_ids()
-    pending = [sp for sp in specs if sp.trial_id not in done]
-
+    write_identity(s.out_dir, IDENTITY_FILE, search_identity(s))
+    write_run_config(s)
+    write_table(pd.DataFrame([{"candidate_id": k, **v} for k, v in columns.items()]),
+                s.out_dir / "candidates")
     ranges = {"depth_coef": s.space.depth_range, "width_coef": s.space.width_range,
               "resolution_coef": s.space.resolution_range}
     dists = distributions({k: (min(float(lo), 1.0), float(hi)) for k, (lo, hi) in ranges.items()})
     study = study or open_study(url, s.study_name or s.out_dir.name)
-    known = recorded_ids(study)
-
-    def attrs(spec: TrialSpec) -> dict:
-        col = columns[spec.candidate_id]
-        return {k: col[k] for k in ("role", "macs", "params", "resolution_px", "macs_ratio")}
-
-    for record in store.load():  # trials recorded before an interruption reached the study
-        spec = TrialSpec.from_dict(record["spec"])
-        if spec.candidate_id in columns:
-            record_trial(study, spec, record["row"], record["history"], dists, attrs(spec), known)
-
-    def on_result(spec: TrialSpec, row: dict, history: list[dict]) -> None:
-        store.save(spec.to_dict(), row, history, columns[spec.candidate_id])
-        record_trial(study, spec, row, history, dists, attrs(spec), known)
-
-    runner = make_runner(s)
-    print(f"{len(all_candidates)} networks x {len(s.seeds)} seed(s) = {len(specs)} trials; "
-          f"{len(specs) - len(pending)} already done, {len(pending)} to run "
-          f"({s.runner_kind} runner) -> {s.out_dir}", file=out, flush=True)
-    progress = Progress(len(pending), runner.concurrency, len(specs) - len(pending), out)
-    runner.run(pending, data, s.trainer, on_result, progress)
-    ended = {r["spec"]["trial_id"] for r in store.load()}
-    missing = [sp.trial_id for sp in specs if sp.trial_id not in ended]
-    if missing:  # Ray Tune returns, rather than raises, when it is interrupted
-        raise SearchInterrupted(f"{len(missing)} of {len(specs)} trials did not run")
+    run_specs(s.out_dir, specs, columns, data, s.trainer, make_runner(s.runner_kind, s.runner, s.out_dir),
+              study, grid_params, dists, ("role", "macs", "params", "resolution_px", "macs_ratio"),
+              s.runner_kind, out)
 
 
 def summarise(s: GridSettings, out=sys.stdout) -> SearchOutcome:
     """Builds every table from the records, freezes the winner and emits its Step-2 configs."""
     records = TrialStore(s.out_dir).load()
     results = results_frame(records)
-    _write_table(results, s.out_dir / "results")
-    _write_table(epochs_frame(records), s.out_dir / "epochs")
+    write_table(results, s.out_dir / "results")
+    write_table(epochs_frame(records), s.out_dir / "epochs")
     failed = int((results["status"] == "failed").sum())
     if failed:
         print(f"{failed} trial(s) failed; their errors are in results.csv", file=out)

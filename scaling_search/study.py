@@ -51,15 +51,24 @@ def distributions(ranges: dict[str, tuple[float, float]]) -> dict:
             for k, (lo, hi) in ranges.items()}
 
 
+def grid_params(spec: TrialSpec) -> dict:
+    """A Step-1 trial's parameters: its α, β, γ."""
+    return {k: getattr(spec, k) for k in PARAMS}
+
+
 def record_trial(study: optuna.Study, spec: TrialSpec, row: dict, history: list[dict],
-                 dists: dict, attrs: dict, known: set[str]) -> None:
-    """Adds one ended trial: complete with its top-1, pruned when stopped early, or failed."""
+                 params: dict, dists: dict, attrs: dict, known: set[str]) -> None:
+    """Adds one ended trial: complete with its top-1, pruned when stopped early, or failed.
+
+    Numeric ``params`` are clipped into their distribution (the baseline's 1.0 may lie below a
+    range's low end)."""
     if spec.trial_id in known:
         return
     state = {OK: optuna.trial.TrialState.COMPLETE, FAILED: optuna.trial.TrialState.FAIL}.get(
         row["status"], optuna.trial.TrialState.PRUNED)
-    params = {k: getattr(spec, k) for k in PARAMS}
-    params = {k: min(max(v, dists[k].low), dists[k].high) for k, v in params.items()}
+    params = {k: min(max(v, dists[k].low), dists[k].high)
+              if isinstance(dists[k], optuna.distributions.FloatDistribution) else v
+              for k, v in params.items()}
     user_attrs = {"trial_id": spec.trial_id, "candidate_id": spec.candidate_id, "seed": spec.seed,
                   "status": row["status"], **attrs}
     if row.get("error"):

@@ -11,7 +11,6 @@ failed, and sampling goes on until ``runner.n_trials`` trials have been trained.
 
 from __future__ import annotations
 
-import json
 import math
 
 import optuna
@@ -34,9 +33,9 @@ def gamma_from_constraint(alpha: float, beta: float, target: float) -> float:
 
 def run_tpe_search(s, num_classes: int, runner, out) -> None:
     """Runs (or continues) a TPE search described by ``GridSettings`` ``s``."""
-    from scaling_search.search import candidate_columns, search_identity
+    from scaling_search.execution import write_identity
+    from scaling_search.search import IDENTITY_FILE, candidate_columns, search_identity, write_run_config
     from scaling_search.study import open_study, storage_url
-    from scaling_search.files import atomic_write_text
 
     target = float(s.space.target)
     (a_lo, a_hi), (b_lo, b_hi) = s.space.depth_range, s.space.width_range
@@ -52,7 +51,8 @@ def run_tpe_search(s, num_classes: int, runner, out) -> None:
     url, name = storage_url(s.study_storage, s.out_dir), s.study_name or s.out_dir.name
     study = open_study(url, name, sampler) if s.study_storage else None  # a bad server: nothing written
     s.out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(s.out_dir / "search.json", json.dumps(search_identity(s), indent=1))
+    write_identity(s.out_dir, IDENTITY_FILE, search_identity(s))
+    write_run_config(s)
     study = study or open_study(url, name, sampler)
     store = TrialStore(s.out_dir)
     runner.resume = False  # the study, not Ray's experiment, is what a TPE search resumes from
