@@ -69,6 +69,9 @@ def test_multirun_summarises_the_winners_across_jobs(run_cli, tmp_path):
     assert "data=digits:" in summary and "across seed" in summary
     for seed in (0, 1):
         assert (tmp_path / "runs" / f"s{seed}" / "coefficients.yaml").is_file()
+        assert (tmp_path / "runs" / f"s{seed}" / "report.html").is_file()
+    report = (tmp_path / "sweep" / "report.html").read_text()  # one page for the whole sweep
+    assert report.count('<details class="job"') == 2 and str(tmp_path / "runs" / "s1") in report
 
 
 @pytest.mark.slow

@@ -1,0 +1,167 @@
+"""The HTML report, opened from disk in a real headless Chromium (Debian's ``chromium``).
+
+Each page must render every table and image with no console error, and show the numbers of
+the run's own tables. ``.ci/run`` installs Chromium and sets SCALING_SEARCH_REQUIRE_BROWSER=1, so
+there the browser tests cannot skip; screenshots go to $SCALING_SEARCH_SCREENSHOTS when set.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from scaling_search.report import write_report
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+GRID_TINY = ("backbone=resnet18", "proxy.depth_mult=0.5", "proxy.width_mult=0.25", "proxy.resolution_px=16",
+             "space=coarse", "space.tolerance=0.02", "trainer.epochs=2", "seeds_per_candidate=2", "runner=local")
+STEP2_TINY = ("train=true", "backbone=resnet18", "base.depth_mult=0.5", "base.width_mult=0.25",
+              "resolution_px=16", "phis=[0,1]", "trainer.epochs=2", "data.num_images=400", "runner=local")
+
+
+def _cli(module, *args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A real Step-1 grid run (2 seeds) and a real Step-2 run, each writing its report at the end."""
+    tmp = tmp_path_factory.mktemp("report")
+    grid = _cli("scaling_search.grid", *GRID_TINY, f"out_dir={tmp / 'grid'}", cwd=tmp)
+    assert grid.returncode == 0, grid.stderr[-3000:]
+    step2 = _cli("scaling_search.scale", *STEP2_TINY, f"out_dir={tmp / 'step2'}", cwd=tmp)
+    assert step2.returncode == 0, step2.stderr[-3000:]
+    assert f"report: {tmp / 'grid' / 'report.html'}" in grid.stdout
+    return {"grid": tmp / "grid", "step2": tmp / "step2"}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("SCALING_SEARCH_REQUIRE_BROWSER"):
+            pytest.fail(f"Chromium is not at {CHROMIUM}; install Debian's chromium package")
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _open(browser, path: Path, screenshot: Path):
+    """Opens the page from disk; returns (page, console errors)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+    page.goto(path.as_uri(), wait_until="load")
+    page.screenshot(path=str(screenshot), full_page=True)
+    shots = os.environ.get("SCALING_SEARCH_SCREENSHOTS")
+    if shots:
+        Path(shots).mkdir(parents=True, exist_ok=True)
+        shutil.copy(screenshot, Path(shots) / screenshot.name)
+    return page, errors
+
+
+def _images_rendered(page) -> list:
+    return page.evaluate("""Array.from(document.images).map(i => ({alt: i.alt, ok: i.complete &&
+        i.naturalWidth > 0 && i.getBoundingClientRect().width > 0}))""")
+
+
+def _column(page, table: str, column: str) -> list[str]:
+    return page.evaluate("""([t, c]) => { const tab = document.getElementById('table-' + t);
+        const i = Array.from(tab.tHead.rows[0].cells).findIndex(h => h.textContent === c);
+        return Array.from(tab.tBodies[0].rows).map(r => r.cells[i].dataset.value); }""", [table, column])
+
+
+def test_grid_report_renders_its_tables_and_plots_in_chromium(runs, browser, tmp_path):
+    run = runs["grid"]
+    shot = tmp_path / "grid_report.png"
+    page, errors = _open(browser, run / "report.html", shot)
+    assert errors == []
+    images = _images_rendered(page)
+    assert len(images) == 4 and all(i["ok"] for i in images), images  # landscape, cost, curves, seeds
+    assert sorted(p.stem for p in (run / "plots").glob("*.svg")) == [
+        "accuracy_vs_macs", "landscape", "seed_spread", "training_curves"]
+    ranking, results = pd.read_csv(run / "ranking.csv"), pd.read_csv(run / "results.csv")
+    assert page.locator("#table-ranking tbody tr").count() == len(ranking)
+    assert page.locator("#table-results tbody tr").count() == len(results) == 8  # 3 candidates + base, 2 seeds
+    # the page's numbers are the table's numbers
+    assert [float(v) for v in _column(page, "ranking", "top1_mean")] == list(ranking["top1_mean"])
+    assert [int(float(v)) for v in _column(page, "ranking", "macs")] == list(ranking["macs"])
+    assert [float(v) for v in _column(page, "results", "final_top1")] == list(results["final_top1"])
+    winner = ranking[ranking["role"] == "candidate"].iloc[0]
+    assert f"top-1 {winner['top1_mean']:.4f}" in page.inner_text("dl.summary")
+    assert "torch" in page.inner_text("#table-environment") and "depth_range" in page.inner_text("pre")
+    # a click on a header sorts the table by that column
+    page.click("#table-ranking th:text-is('macs')")
+    shown = [float(v) for v in _column(page, "ranking", "macs")]
+    assert shown == sorted(ranking["macs"].astype(float))
+    page.click("#table-ranking th:text-is('macs')")
+    assert [float(v) for v in _column(page, "ranking", "macs")] == sorted(shown, reverse=True)
+    assert shot.stat().st_size > 10_000
+
+
+def test_step2_report_renders_its_tables_and_plots_in_chromium(runs, browser, tmp_path):
+    run = runs["step2"]
+    page, errors = _open(browser, run / "report.html", tmp_path / "step2_report.png")
+    assert errors == []
+    images = _images_rendered(page)
+    assert len(images) == 5 and all(i["ok"] for i in images), images
+    family, comparison = pd.read_csv(run / "family.csv"), pd.read_csv(run / "comparison.csv")
+    assert _column(page, "family", "candidate_id") == list(family["candidate_id"])
+    assert [float(v) for v in _column(page, "family", "top1_mean")] == list(family["top1_mean"])
+    assert [float(v) for v in _column(page, "comparison", "compound_top1")] == list(comparison["compound_top1"])
+    notes = page.inner_text("ul.notes")
+    assert f"φ=1: compound (top-1 {comparison.loc[0, 'compound_top1']:.4f})" in notes
+
+
+def test_multirun_report_holds_every_job(runs, browser, tmp_path):
+    """A sweep folder's page embeds each job's run (here two jobs: the same grid run twice)."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    pd.DataFrame([{"backbone": "resnet18", "data": "digits", "seed": s, "winner": "x", "top1": 0.5 + s / 10,
+                   "macs": 1e6 * (s + 1), "out_dir": str(runs["grid"])} for s in (0, 1)]).to_csv(
+        sweep / "multirun_summary.csv", index=False)
+    path = write_report(sweep)
+    page, errors = _open(browser, path, tmp_path / "multirun_report.png")
+    assert errors == []
+    assert page.locator("details.job").count() == 2
+    images = _images_rendered(page)
+    assert len(images) == 1 + 2 * 4 and all(i["ok"] for i in images)
+    assert page.locator("#table-jobs tbody tr").count() == 2
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p / "missing", "does not exist"),
+    (lambda p: p, "is not a scaling_search run: it holds none of search.json"),
+    (lambda p: (p / "f.txt").write_text("x") and p / "f.txt", "is not a folder"),
+])
+def test_report_of_a_non_run_is_one_line_exit_2_nothing_written(tmp_path, make, message):
+    target = make(tmp_path)
+    r = _cli("scaling_search.report", str(target), cwd=tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("scaling_search.report: error: ") and message in lines[0]
+    assert not list(tmp_path.rglob("report.html")) and not list(tmp_path.rglob("plots"))
+
+
+def test_report_of_a_run_with_a_damaged_table_is_one_line(runs, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(runs["grid"], run)
+    (run / "ranking.csv").write_bytes(b"\xff\xfe\x00garbage")
+    before = (run / "report.html").read_bytes()
+    r = _cli("scaling_search.report", str(run), cwd=tmp_path)
+    assert r.returncode == 2 and "ranking.csv" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert (run / "report.html").read_bytes() == before  # the previous report is left as it was
