@@ -19,6 +19,7 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # the shell's status for a job stopped by Ctrl-C
 
 
 def fail(prog: str, message: str) -> None:
@@ -27,6 +28,18 @@ def fail(prog: str, message: str) -> None:
     one_line = " ".join(line.strip() for line in message.splitlines() if line.strip())
     print(f"{prog}: error: {one_line}", file=sys.stderr)
     raise SystemExit(EXIT_USAGE)
+
+
+@contextmanager
+def resumable(prog: str, out_dir: Path, interrupted: tuple[type[BaseException], ...]) -> Iterator[None]:
+    """Ctrl-C (or a runner that returned early) becomes one line and exit status 130."""
+    try:
+        yield
+    except (KeyboardInterrupt, *interrupted) as e:
+        detail = f" ({e})" if str(e) else ""
+        print(f"{prog}: interrupted{detail}; every trial that ended is saved in {out_dir}; "
+              "run the same command again to resume", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
 
 
 @contextmanager

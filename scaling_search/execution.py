@@ -139,3 +139,17 @@ def run_specs(out_dir: Path, specs: list[TrialSpec], columns: dict[str, dict], d
     missing = [sp.trial_id for sp in specs if sp.trial_id not in ended]
     if missing:  # Ray Tune returns, rather than raises, when it is interrupted
         raise RunInterrupted(f"{len(missing)} of {len(specs)} trials did not run")
+
+
+def write_trial_tables(out_dir: Path, columns: list[str] | None = None, out=None) -> tuple[pd.DataFrame, int]:
+    """``results`` and ``epochs`` (parquet + CSV) rebuilt from the trial records; (results, failed)."""
+    from scaling_search.results import RESULT_COLUMNS, epochs_frame, results_frame
+
+    records = TrialStore(out_dir).load()
+    results = results_frame(records, columns or RESULT_COLUMNS)
+    write_table(results, Path(out_dir) / "results")
+    write_table(epochs_frame(records), Path(out_dir) / "epochs")
+    failed = int((results["status"] == "failed").sum())
+    if failed and out is not None:
+        print(f"{failed} trial(s) failed; their errors are in results.csv", file=out)
+    return results, failed

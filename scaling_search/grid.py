@@ -8,16 +8,14 @@ one full search per job; ``multirun.SummaryCallback`` then compares their winner
 
 from __future__ import annotations
 
-import sys
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from scaling_search.cli import run_hydra_app, user_errors
+from scaling_search.cli import resumable, run_hydra_app, user_errors
 from scaling_search.config import GridSettings
 
 PROG = "scaling_search.grid"
-EXIT_INTERRUPTED = 130  # the shell's status for a job stopped by Ctrl-C
 
 
 def validate(plain: dict) -> None:
@@ -37,14 +35,8 @@ def main(cfg: DictConfig) -> dict | None:
 
     with user_errors(PROG):
         settings = GridSettings.from_dict(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
-    try:
-        with user_errors(PROG):
-            outcome = run_search(settings)
-    except (KeyboardInterrupt, SearchInterrupted) as e:
-        detail = f" ({e})" if str(e) else ""
-        print(f"{PROG}: interrupted{detail}; every trial that ended is saved in {settings.out_dir}; "
-              "run the same command again to resume", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_INTERRUPTED) from None
+    with resumable(PROG, settings.out_dir, (SearchInterrupted,)), user_errors(PROG):
+        outcome = run_search(settings)
     if outcome is None:
         return None
     if settings.report:

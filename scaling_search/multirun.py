@@ -1,7 +1,9 @@
-"""The summary of a ``--multirun`` of searches: does the winner change with the seed or the data?
+"""The summary of a ``--multirun``: does the Step-1 winner change with the seed or the data; does
+compound scaling win in every Step-2 job?
 
-A Hydra callback: each job's return value (its winner) is collected as the job ends, and at
-the end of the sweep ``multirun_summary.csv`` / ``.md`` are written to the sweep folder.
+A Hydra callback of both apps: each job's return value is collected as the job ends, and at the
+end of the sweep ``multirun_summary.csv`` / ``.md`` and one ``report.html`` for the whole sweep
+are written to the sweep folder.
 """
 
 from __future__ import annotations
@@ -15,8 +17,21 @@ from scaling_search.emit import markdown
 from scaling_search.files import atomic_output, atomic_write_text
 
 
+def step2_summary_frame(jobs: list[dict]) -> pd.DataFrame:
+    """One row per Step-2 job: its outer settings and, per φ, whether compound scaling won."""
+    rows = []
+    for job in jobs:
+        row = {k: job.get(k) for k in ("backbone", "data", "seed", "trials", "failed")}
+        for c in job.get("comparison") or []:
+            row[f"phi{c['phi']:g}_compound_margin"] = c.get("compound_margin")
+        rows.append({**row, "out_dir": job["out_dir"]})
+    return pd.DataFrame(rows)
+
+
 def summary_frame(jobs: list[dict]) -> pd.DataFrame:
     """One row per job: its outer settings, its winner and the baseline it was compared with."""
+    if jobs and all(job.get("step") == 2 for job in jobs):
+        return step2_summary_frame(jobs)
     rows = []
     for job in jobs:
         win, base = job.get("winner") or {}, job.get("baseline") or {}
@@ -32,6 +47,13 @@ def summary_frame(jobs: list[dict]) -> pd.DataFrame:
 def stability(df: pd.DataFrame) -> list[str]:
     """Sentences: per data, does the winner change with the seed; per seed, with the data?"""
     lines = []
+    if "winner" not in df:  # Step 2: say where compound scaling lost
+        margins = [c for c in df if c.endswith("_compound_margin")]
+        for _, r in df.iterrows():
+            lost = [c.split("_")[0] for c in margins if r[c] == r[c] and r[c] <= 0]
+            lines.append(f"{r['backbone']} on {r['data']} (seed {r['seed']}): compound scaling "
+                         + (f"does not win at {', '.join(lost)}" if lost else "wins at every phi"))
+        return lines
     for axis, other in (("data", "seed"), ("seed", "data")):
         for value, group in df.groupby(axis):
             if len(group) < 2:
@@ -62,7 +84,9 @@ class SummaryCallback(Callback):
         with atomic_output(sweep_dir / "multirun_summary.csv") as tmp:
             df.to_csv(tmp, index=False)
         lines = stability(df)
-        text = markdown(df, {"top1": "{:.4f}", "baseline_top1": "{:.4f}", "macs": "{:,.0f}"})
+        formats = {"top1": "{:.4f}", "baseline_top1": "{:.4f}", "macs": "{:,.0f}"}
+        formats.update({c: "{:+.4f}" for c in df if c.endswith("_compound_margin")})
+        text = markdown(df, formats)
         atomic_write_text(sweep_dir / "multirun_summary.md", text + "\n" + "\n".join(lines) + "\n")
         print(text + "\n".join(lines), flush=True)
         print(f"multirun summary: {sweep_dir / 'multirun_summary.md'}", flush=True)

@@ -131,7 +131,13 @@ class ScaledConvNet(nn.Module):
         return self.classifier(self.dropout(x))
 
 
-def _init_weights(model: nn.Module) -> None:
+def _init_weights(model: nn.Module, zero_init_residual: bool = True) -> None:
+    """torchvision's init (Kaiming fan-out convs, unit BatchNorm, uniform classifier), and with
+    ``zero_init_residual`` the last BatchNorm scale of every residual branch set to 0, so each
+    block starts as the identity (Goyal et al. 2017, Section 5.1; pycls's
+    ``ZERO_INIT_FINAL_GAMMA``, timm's ``zero_init_last``). Without it, the depth-scaled networks
+    of Step 2 (4-13x the blocks) did not train within a CPU proxy's 8 epochs: 0.376 top-1 on
+    digits against 0.983 with it (B0 at depth 2.0, width 0.5, 32 px)."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out")
@@ -144,22 +150,28 @@ def _init_weights(model: nn.Module) -> None:
             bound = 1.0 / m.out_features**0.5
             nn.init.uniform_(m.weight, -bound, bound)
             nn.init.zeros_(m.bias)
+    if zero_init_residual:
+        for m in model.modules():
+            if isinstance(m, _Residual):
+                norms = [x for x in m.body.modules() if isinstance(x, nn.BatchNorm2d)]
+                nn.init.zeros_(norms[-1].weight)
 
 
 def build_network(net: ScaledNetwork, num_classes: int = 1000,
-                  device: torch.device | str | None = None) -> ScaledConvNet:
+                  device: torch.device | str | None = None, zero_init_residual: bool = True) -> ScaledConvNet:
     """Builds the module for a scaled network.
 
     Args:
         net: the scaled stage table.
         num_classes: classifier outputs.
         device: where to allocate; ``"meta"`` builds shapes only (for counting cost).
+        zero_init_residual: start every residual block as the identity (see ``_init_weights``).
     """
     if int(num_classes) != num_classes or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     with torch.device(device) if device is not None else nullcontext():
         model = ScaledConvNet(net, int(num_classes))
     if str(device) != "meta":
-        _init_weights(model)
+        _init_weights(model, zero_init_residual)
     return model
 

@@ -104,25 +104,34 @@ def accuracy_vs_macs(table: pd.DataFrame, label: str = "candidate_id", color_by:
     return fig
 
 
-def scaling_curves(family: pd.DataFrame) -> Figure:
-    """Step 2: top-1 against MACs for compound scaling and each single dimension (the paper's
-    Figure 3 and 8); every curve starts at the φ = 0 base network."""
-    df = _require(family, ["role", "phi", "macs", "top1_mean"], "scaling_curves")
+COST_LABELS = {"macs": "MACs per image (multiply-adds, log scale)", "params": "parameters (log scale)",
+               "activations": "activations per image (conv and linear outputs, log scale)"}
+
+
+def scaling_curves(family: pd.DataFrame, cost: str = "macs") -> Figure:
+    """Step 2: top-1 against ``cost`` (``macs``, ``params`` or ``activations``) for compound
+    scaling and each single dimension (the paper's Figure 3 and 8); every curve starts at the
+    φ = 0 base network. The members are matched in MACs, so only the MACs plot compares at equal
+    cost; the other two show what each method spends its MACs on."""
+    if cost not in COST_LABELS:
+        raise ValueError(f"cost must be one of {', '.join(COST_LABELS)}, got {cost!r}")
+    df = _require(family, ["role", "phi", cost, "top1_mean"], "scaling_curves")
     base = df[df["phi"] == 0]
     fig, ax = _figure()
     for method in [m for m in METHOD_STYLE if m in set(df["role"])]:
-        g = pd.concat([base, df[(df["role"] == method) & (df["phi"] != 0)]]).sort_values("macs")
+        g = pd.concat([base, df[(df["role"] == method) & (df["phi"] != 0)]]).sort_values(cost)
         color, marker = METHOD_STYLE[method]
         yerr = g["top1_ci95"] if "top1_ci95" in g and g["top1_ci95"].notna().any() else None
-        ax.errorbar(g["macs"], g["top1_mean"], yerr=yerr, color=color, marker=marker, capsize=2,
+        ax.errorbar(g[cost], g["top1_mean"], yerr=yerr, color=color, marker=marker, capsize=2,
                     label=f"{method} scaling" if method != "compound" else "compound scaling (α, β, γ)")
         for _, r in g[g["phi"] != 0].iterrows():
-            ax.annotate(f"φ={r['phi']:g}", (r["macs"], r["top1_mean"]), fontsize=6, xytext=(3, 3),
+            ax.annotate(f"φ={r['phi']:g}", (r[cost], r["top1_mean"]), fontsize=6, xytext=(3, 3),
                         textcoords="offset points", color=color)
     ax.set_xscale("log")
-    ax.set_xlabel("MACs per image (multiply-adds, log scale)")
+    ax.set_xlabel(COST_LABELS[cost])
     ax.set_ylabel("validation top-1")
-    ax.set_title("Compound against single-dimension scaling at matched MACs")
+    ax.set_title("Compound against single-dimension scaling at matched MACs" if cost == "macs"
+                 else f"The same networks against {cost}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return fig

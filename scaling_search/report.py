@@ -96,6 +96,16 @@ def _common(page: Page, run_dir: Path) -> Page:
     return page
 
 
+def _trial_figures(page: Page, epochs: pd.DataFrame | None, results: pd.DataFrame | None) -> None:
+    """The plots every trained run has: training curves and the spread over seeds."""
+    if epochs is not None and len(epochs):
+        _figure(page, "training_curves", "Validation top-1 per epoch, every trial",
+                lambda: plots.training_curves(epochs))
+    if results is not None and (results["status"] == "ok").any():
+        _figure(page, "seed_spread", "Final top-1 per seed with the mean and its 95% interval",
+                lambda: plots.seed_spread(results))
+
+
 def grid_page(run_dir: Path) -> Page:
     page = Page(f"{KIND_TITLES['grid']}: {run_dir.name}")
     ranking, results = _read(run_dir / "ranking.csv"), _read(run_dir / "results.csv")
@@ -125,12 +135,7 @@ def grid_page(run_dir: Path) -> Page:
                 lambda: plots.landscape(ranking))
         _figure(page, "accuracy_vs_macs", "Mean top-1 against MACs, with the Pareto front",
                 lambda: plots.accuracy_vs_macs(ranking))
-    if epochs is not None and len(epochs):
-        _figure(page, "training_curves", "Validation top-1 per epoch, every trial",
-                lambda: plots.training_curves(epochs))
-    if results is not None and (results["status"] == "ok").any():
-        _figure(page, "seed_spread", "Final top-1 per seed with the mean and its 95% interval",
-                lambda: plots.seed_spread(results))
+    _trial_figures(page, epochs, results)
     coefficients = run_dir / "coefficients.yaml"
     if coefficients.is_file():
         page.summary.append(("coefficients.yaml", coefficients.read_text().strip()))
@@ -165,16 +170,14 @@ def step2_page(run_dir: Path) -> Page:
     if family is not None and len(family):
         _figure(page, "scaling_curves", "Top-1 against MACs: compound against depth, width or resolution alone",
                 lambda: plots.scaling_curves(family))
+        for cost in ("params", "activations"):
+            _figure(page, f"scaling_curves_{cost}", f"The same networks' top-1 against {cost}",
+                    lambda cost=cost: plots.scaling_curves(family, cost))
         _figure(page, "accuracy_vs_macs", "Every member's top-1 against MACs, with the Pareto front",
                 lambda: plots.accuracy_vs_macs(family))
         _figure(page, "macs_growth", "Measured MACs growth of the compound family against 2^φ",
                 lambda: plots.macs_growth(family, _product(c)))
-    if epochs is not None and len(epochs):
-        _figure(page, "training_curves", "Validation top-1 per epoch, every trial",
-                lambda: plots.training_curves(epochs))
-    if results is not None and (results["status"] == "ok").any():
-        _figure(page, "seed_spread", "Final top-1 per seed with the mean and its 95% interval",
-                lambda: plots.seed_spread(results))
+    _trial_figures(page, epochs, results)
     if comparison is not None:
         page.tables.append(("comparison", "Per φ: compound against each single dimension (comparison.csv)",
                             comparison))

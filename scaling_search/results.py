@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from scaling_search.files import atomic_write_text
-from scaling_search.trial import FAILED, OK, STOPPED
+from scaling_search.trial import OK, STOPPED
 
 # Two-sided 95% Student-t quantiles by degrees of freedom (scipy.stats.t.ppf(0.975, df)).
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,

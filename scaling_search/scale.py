@@ -19,19 +19,17 @@ the configs then go to ``out_dir/configs``. Either way a ``report.html`` is writ
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from scaling_search.cli import run_hydra_app, user_errors
+from scaling_search.cli import resumable, run_hydra_app, user_errors
 from scaling_search.config import ScaleSettings
 from scaling_search.emit import (PUBLISHED_FORMATS, PUBLISHED_ON_CONSOLE, SUMMARY_FORMATS, markdown,
                                  write_family)
 
 PROG = "scaling_search.scale"
-EXIT_INTERRUPTED = 130
 log = logging.getLogger(PROG)
 
 
@@ -74,22 +72,19 @@ def main(cfg: DictConfig) -> dict | None:
             emit(settings)
             if settings.report:
                 _report(settings.out_dir)
-        return {"out_dir": str(settings.out_dir)}
+        return None  # nothing for a multirun summary: emission trains nothing
     from scaling_search.step2 import train_family
 
-    try:
-        with user_errors(PROG):
-            outcome = train_family(settings)
-    except (KeyboardInterrupt, RunInterrupted) as e:
-        detail = f" ({e})" if str(e) else ""
-        print(f"{PROG}: interrupted{detail}; every trial that ended is saved in {settings.out_dir}; "
-              "run the same command again to resume", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_INTERRUPTED) from None
+    with resumable(PROG, settings.out_dir, (RunInterrupted,)), user_errors(PROG):
+        outcome = train_family(settings)
     if outcome is None:
         return None
     if settings.report:
         _report(outcome.run_dir)
-    return {"out_dir": str(outcome.run_dir), "trials": outcome.trials, "failed": outcome.failed}
+    comparison = [] if outcome.comparison is None else outcome.comparison.to_dict("records")
+    return {"step": 2, "out_dir": str(outcome.run_dir), "backbone": settings.backbone,
+            "data": settings.data.name, "seed": settings.seed, "trials": outcome.trials,
+            "failed": outcome.failed, "comparison": comparison}
 
 
 def _report(run_dir: Path) -> None:

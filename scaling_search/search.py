@@ -25,9 +25,9 @@ from scaling_search.config import GridSettings, ScaleSettings
 from scaling_search.data import load_dataset, num_classes_of, train_image_count
 from scaling_search.emit import markdown, write_family
 from scaling_search.execution import (RunInterrupted, check_identity, make_runner, plain, ray_session,
-                                      run_specs, uses_ray, write_identity, write_table)
+                                      run_specs, uses_ray, write_identity, write_table, write_trial_tables)
 from scaling_search.files import atomic_output, atomic_write_text
-from scaling_search.results import TrialStore, epochs_frame, rank, results_frame
+from scaling_search.results import rank
 from scaling_search.scaling import Coefficients, Multipliers
 from scaling_search.space import Candidate, build_candidates, candidate_id
 from scaling_search.trial import TrialSpec, trial_id
@@ -186,13 +186,7 @@ def _run_grid(s: GridSettings, candidates: list[Candidate], baseline: Candidate 
 
 def summarise(s: GridSettings, out=sys.stdout) -> SearchOutcome:
     """Builds every table from the records, freezes the winner and emits its Step-2 configs."""
-    records = TrialStore(s.out_dir).load()
-    results = results_frame(records)
-    write_table(results, s.out_dir / "results")
-    write_table(epochs_frame(records), s.out_dir / "epochs")
-    failed = int((results["status"] == "failed").sum())
-    if failed:
-        print(f"{failed} trial(s) failed; their errors are in results.csv", file=out)
+    results, failed = write_trial_tables(s.out_dir, None, out)
     try:
         ranking = rank(results)
     except ValueError as e:

@@ -24,10 +24,10 @@ from scaling_search.config import ScaleSettings
 from scaling_search.data import load_dataset, num_classes_of, train_image_count
 from scaling_search.emit import markdown, resolved_config, write_family
 from scaling_search.execution import (check_identity, make_runner, plain, ray_session, run_specs,
-                                      write_identity, write_table)
+                                      write_identity, write_trial_tables)
 from scaling_search.family import COMPOUND, DIMENSIONS, METHODS, Member, plan_family
 from scaling_search.files import atomic_output, atomic_write_text
-from scaling_search.results import TrialStore, epochs_frame, rank, results_frame
+from scaling_search.results import rank
 from scaling_search.scaling import Multipliers
 from scaling_search.trial import TrialSpec, trial_id
 
@@ -185,13 +185,7 @@ def comparison_frame(family: pd.DataFrame) -> pd.DataFrame:
 
 def summarise(s: ScaleSettings, out=sys.stdout) -> Step2Outcome:
     """Builds the tables from the records and prints the compound-vs-single verdict."""
-    records = TrialStore(s.out_dir).load()
-    results = results_frame(records, RESULT_COLUMNS)
-    write_table(results, s.out_dir / "results")
-    write_table(epochs_frame(records), s.out_dir / "epochs")
-    failed = int((results["status"] == "failed").sum())
-    if failed:
-        print(f"{failed} trial(s) failed; their errors are in results.csv", file=out)
+    results, failed = write_trial_tables(s.out_dir, RESULT_COLUMNS, out)
     try:
         family = rank(results, keys=MEMBER_KEYS)
     except ValueError as e:

@@ -42,6 +42,7 @@ class TrainSettings:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # mixed precision, on CUDA only
     num_threads: int | None = None  # CPU threads of this process; None leaves torch's default
+    zero_init_residual: bool = True  # each residual block starts as the identity (network.py)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):

@@ -67,7 +67,7 @@ def run_trial(spec: TrialSpec, data: ImageData, settings: TrainSettings,
             Multipliers(spec.depth_mult, spec.width_mult, spec.resolution_mult),
             Rounding(**spec.rounding), spec.base_resolution_px)
         torch.manual_seed(spec.seed)  # the same initial weights for the same seed, any process
-        module = model.build(data.num_classes)
+        module = model.build(data.num_classes, zero_init_residual=settings.zero_init_residual)
         result = train(module, data, model.resolution_px, settings, spec.seed, on_epoch, state)
         row.update(status=OK, resolution_px=model.resolution_px,
                    final_top1=result.final_top1, best_top1=result.best_top1,

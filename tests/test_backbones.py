@@ -115,3 +115,22 @@ def test_bad_stage_rows_name_the_field():
         Stage("conv", 0)
     with pytest.raises(ValueError, match="kernel must be odd"):
         Stage("conv", 8, kernel=4)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "resnet18", "resnet50", "mobilenet_v2"])
+def test_zero_init_residual_starts_every_residual_block_as_its_shortcut(name):
+    """With zero_init_residual (the default) the residual branch adds nothing at init, so a
+    block's output is its shortcut's (then the block's activation); without it, it is not."""
+    from scaling_search.network import _Residual
+
+    torch.manual_seed(0)
+    for zero in (True, False):
+        net = get_backbone(name).scale(Multipliers(0.5, 0.25), Rounding(), 32).build(10, zero_init_residual=zero)
+        net.train()  # batch statistics, so the zeroed scale is what decides
+        blocks = [m for m in net.modules() if isinstance(m, _Residual)]
+        assert blocks
+        b = blocks[0]
+        x = torch.randn(4, [m for m in b.body.modules() if isinstance(m, nn.Conv2d)][0].in_channels, 8, 8)
+        with torch.no_grad():
+            same = torch.allclose(b(x), b.act(b.shortcut(x)))
+        assert same is zero

@@ -5,7 +5,6 @@ module, and both against published numbers: pycls's golden ``dev/model_complexit
 import random
 
 import pytest
-import torch
 from torch import nn
 
 from scaling_search.backbones import get_backbone, list_backbones

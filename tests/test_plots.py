@@ -54,6 +54,11 @@ def test_scaling_curves_start_every_method_at_the_base_network():
     assert list(depth.get_xdata()) == [1e6, 2.0e6, 4.1e6]
     assert list(depth.get_ydata()) == [0.8, 0.82, 0.83]
     assert list(lines["width scaling"].get_xdata()) == [1e6, 2.2e6]
+    by_params = plots.scaling_curves(FAMILY.assign(params=FAMILY["macs"] / 10), cost="params")
+    depth = {c.get_label(): c.lines[0] for c in by_params.axes[0].containers}["depth scaling"]
+    assert list(depth.get_xdata()) == [1e5, 2.0e5, 4.1e5] and "parameters" in by_params.axes[0].get_xlabel()
+    with pytest.raises(ValueError, match="cost must be one of macs, params, activations"):
+        plots.scaling_curves(FAMILY, cost="flops")
 
 
 def test_macs_growth_against_two_to_the_phi():

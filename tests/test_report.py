@@ -118,7 +118,7 @@ def test_step2_report_renders_its_tables_and_plots_in_chromium(runs, browser, tm
     page, errors = _open(browser, run / "report.html", tmp_path / "step2_report.png")
     assert errors == []
     images = _images_rendered(page)
-    assert len(images) == 5 and all(i["ok"] for i in images), images
+    assert len(images) == 7 and all(i["ok"] for i in images), images  # 3 scaling curves, cost, growth, 2
     family, comparison = pd.read_csv(run / "family.csv"), pd.read_csv(run / "comparison.csv")
     assert _column(page, "family", "candidate_id") == list(family["candidate_id"])
     assert [float(v) for v in _column(page, "family", "top1_mean")] == list(family["top1_mean"])

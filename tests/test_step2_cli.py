@@ -102,7 +102,7 @@ def test_dry_run_lists_the_members_and_writes_nothing(run_cli, tmp_path):
     rows = [line for line in r.stdout.splitlines() if line.startswith("| ") and "_phi" in line]
     assert [row.split("|")[1].strip() for row in rows] == [
         "compound_phi0", "compound_phi2", "depth_phi2", "width_phi2", "resolution_phi2"]
-    assert "5 networks, 1 seed(s)" in r.stdout
+    assert "5 networks, 3 seed(s)" in r.stdout
     assert not (tmp_path / "run").exists()
 
 
@@ -167,3 +167,18 @@ def test_off_constraint_coefficients_scale_when_the_check_is_off(run_cli, tmp_pa
     assert r.returncode == 0, r.stderr
     assert json.loads(json.dumps(OmegaConf.to_container(OmegaConf.load(tmp_path / "out" / "coefficients.yaml")))) \
         == {"depth_coef": 1.5, "width_coef": 1.1, "resolution_coef": 1.15}
+
+
+@pytest.mark.slow
+def test_a_multirun_of_training_jobs_gets_one_summary_and_report(run_cli, tmp_path):
+    r = run_cli(PROG, "--multirun", "seed=0,1", *TINY[:-1], "trainer.epochs=1", "baselines=[width]",
+                "runner=local", f"hydra.sweep.dir={tmp_path / 'sweep'}", f"out_dir={tmp_path}/runs/s${{seed}}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = pd.read_csv(tmp_path / "sweep" / "multirun_summary.csv")
+    assert list(summary["seed"]) == [0, 1] and list(summary["trials"]) == [3, 3]
+    for seed in (0, 1):
+        margin = pd.read_csv(tmp_path / "runs" / f"s{seed}" / "comparison.csv").loc[0, "compound_margin"]
+        assert summary.loc[seed, "phi1_compound_margin"] == margin
+    md = (tmp_path / "sweep" / "multirun_summary.md").read_text()
+    assert md.count("resnet18 on digits (seed") == 2
+    assert (tmp_path / "sweep" / "report.html").read_text().count('<details class="job"') == 2

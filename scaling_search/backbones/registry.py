@@ -48,10 +48,12 @@ class ScaledModel:
     builder: Builder | None = None
     in_channels: int = 3
 
-    def build(self, num_classes: int = 1000, device: torch.device | str | None = None) -> nn.Module:
-        """Builds the module; ``device="meta"`` allocates nothing."""
+    def build(self, num_classes: int = 1000, device: torch.device | str | None = None,
+              zero_init_residual: bool = True) -> nn.Module:
+        """Builds the module; ``device="meta"`` allocates nothing. ``zero_init_residual`` starts
+        each residual block of a stage-table network as the identity (a builder owns its init)."""
         if self.network is not None:
-            return build_network(self.network, num_classes, device)
+            return build_network(self.network, num_classes, device, zero_init_residual)
         with torch.device(device) if device is not None else nullcontext():
             return self.builder(self.multipliers.depth_mult, self.multipliers.width_mult,
                                 num_classes)
