@@ -42,7 +42,9 @@ class TrainSettings:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # mixed precision, on CUDA only
     num_threads: int | None = None  # CPU threads of this process; None leaves torch's default
-    zero_init_residual: bool = True  # each residual block starts as the identity (network.py)
+    # Each residual block starts as the identity (network.py): deep stacks train at SGD's usual
+    # rates; an adaptive optimizer at a small lr grows the zeroed scales slowly at first.
+    zero_init_residual: bool = True
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):

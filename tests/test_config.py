@@ -41,7 +41,7 @@ def test_good_settings(tmp_path, monkeypatch):
     ({"imports": "mymod"}, "imports must be a list"),
     ({"imports": ["no_such_module_xyz"]}, "cannot import 'no_such_module_xyz'"),
     ({"out_dir": ""}, "out_dir must be a folder path"),
-    ({"seed": 1}, "unknown setting"),
+    ({"sede": 1}, "config has unknown key\\(s\\) sede"),
 ])
 def test_bad_settings_name_the_field(change, message):
     with pytest.raises(ValueError, match=message):

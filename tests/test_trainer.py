@@ -56,7 +56,12 @@ def test_resuming_from_a_state_gives_the_uninterrupted_run(digits):
 def test_label_smoothing_and_optimizers_are_wired(digits):
     for optimizer in ("adamw", "rmsprop"):
         s = TrainSettings(epochs=1, optimizer=optimizer, lr=1e-3, num_threads=1)
-        assert train(_model(), digits, 16, s, seed=0).final_top1 > 0.3
+        # Default init: with zeroed residual scales an adaptive optimizer at lr 1e-3 moves them
+        # ~1e-3 a step, so one epoch shows little (0.19 with adamw against 0.71 here).
+        torch.manual_seed(0)
+        model = get_backbone("resnet18").scale(Multipliers(0.5, 0.25), resolution_px=16).build(
+            10, zero_init_residual=False)
+        assert train(model, digits, 16, s, seed=0).final_top1 > 0.3
 
 
 @pytest.mark.parametrize("kwargs, message", [
