@@ -158,7 +158,8 @@ def step2_page(run_dir: Path) -> Page:
                                                 f"{c.get('resolution_coef')}"),
                      ("base (depth, width, px)", str(identity.get("base")))]
     if results is not None:
-        page.summary.append(("trials", f"{len(results)} ({int((results['status'] == 'failed').sum())} failed)"))
+        page.summary += [("trials", f"{len(results)} ({int((results['status'] == 'failed').sum())} failed)"),
+                         ("seeds", str(results["seed"].nunique()))]
     if comparison is not None:
         for _, r in comparison.iterrows():
             if isinstance(r.get("best_single"), str):
