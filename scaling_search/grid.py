@@ -40,9 +40,9 @@ def main(cfg: DictConfig) -> dict | None:
     if outcome is None:
         return None
     if settings.report:
-        from scaling_search.report import write_report
+        from scaling_search.report import report_after_run
 
-        print(f"report: {write_report(outcome.run_dir)}", flush=True)
+        report_after_run(outcome.run_dir, PROG)
     return {"out_dir": str(outcome.run_dir), "backbone": settings.backbone, "data": settings.data.name,
             "seed": settings.seed, "winner": outcome.winner, "baseline": outcome.baseline,
             "trials": outcome.trials, "failed": outcome.failed}

@@ -91,6 +91,6 @@ class SummaryCallback(Callback):
         print(text + "\n".join(lines), flush=True)
         print(f"multirun summary: {sweep_dir / 'multirun_summary.md'}", flush=True)
         if config.get("report", True):
-            from scaling_search.report import write_report
+            from scaling_search.report import report_after_run
 
-            print(f"multirun report: {write_report(sweep_dir)}", flush=True)
+            report_after_run(sweep_dir, "multirun", "multirun report")

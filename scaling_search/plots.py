@@ -38,6 +38,11 @@ def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> pd.DataFram
     return df
 
 
+def _ci95(df: pd.DataFrame) -> pd.Series | None:
+    """The 95% interval half-widths, where the table has any (a single seed has none)."""
+    return df["top1_ci95"] if "top1_ci95" in df and df["top1_ci95"].notna().any() else None
+
+
 def landscape(ranking: pd.DataFrame, paper: tuple[float, float, float] | None = PAPER_POINT) -> Figure:
     """Step 1's candidates on the constraint surface: α against β (γ follows from the
     constraint and is written beside each point), coloured by mean top-1; the winner starred,
@@ -85,7 +90,7 @@ def accuracy_vs_macs(table: pd.DataFrame, label: str = "candidate_id", color_by:
     groups = df.groupby(color_by, sort=False) if color_by in df else [("all", df)]
     for name, g in groups:
         color, marker = METHOD_STYLE.get(str(name), (None, "o"))
-        yerr = g["top1_ci95"] if "top1_ci95" in g and g["top1_ci95"].notna().any() else None
+        yerr = _ci95(g)
         ax.errorbar(g["macs"], g["top1_mean"], yerr=yerr, fmt=marker, color=color, label=str(name),
                     capsize=2, markersize=5, alpha=0.85)
     xs, ys = pareto_front(df["macs"].to_numpy(float), df["top1_mean"].to_numpy(float))
@@ -121,7 +126,7 @@ def scaling_curves(family: pd.DataFrame, cost: str = "macs") -> Figure:
     for method in [m for m in METHOD_STYLE if m in set(df["role"])]:
         g = pd.concat([base, df[(df["role"] == method) & (df["phi"] != 0)]]).sort_values(cost)
         color, marker = METHOD_STYLE[method]
-        yerr = g["top1_ci95"] if "top1_ci95" in g and g["top1_ci95"].notna().any() else None
+        yerr = _ci95(g)
         ax.errorbar(g[cost], g["top1_mean"], yerr=yerr, color=color, marker=marker, capsize=2,
                     label=f"{method} scaling" if method != "compound" else "compound scaling (α, β, γ)")
         for _, r in g[g["phi"] != 0].iterrows():

@@ -374,6 +374,19 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     return atomic_write_text(out or run_dir / REPORT_FILE, text)
 
 
+def report_after_run(run_dir: Path, prog: str, label: str = "report") -> Path | None:
+    """Writes the report at the end of a run. The run's tables are already complete, so a
+    report that fails is one warning line (with the command that retries it), not a failed run."""
+    try:
+        path = write_report(run_dir)
+    except Exception as e:  # noqa: BLE001 - the run itself succeeded
+        print(f"{prog}: warning: no report ({type(e).__name__}: {' '.join(str(e).split())}); "
+              f"retry with: python -m {PROG} {run_dir}", file=sys.stderr, flush=True)
+        return None
+    print(f"{label}: {path}", flush=True)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", help="a run's out_dir, or a grid --multirun sweep folder")

@@ -88,9 +88,9 @@ def main(cfg: DictConfig) -> dict | None:
 
 
 def _report(run_dir: Path) -> None:
-    from scaling_search.report import write_report
+    from scaling_search.report import report_after_run
 
-    print(f"report: {write_report(run_dir)}", flush=True)
+    report_after_run(run_dir, PROG)
 
 
 if __name__ == "__main__":

@@ -165,3 +165,12 @@ def test_report_of_a_run_with_a_damaged_table_is_one_line(runs, tmp_path):
     r = _cli("scaling_search.report", str(run), cwd=tmp_path)
     assert r.returncode == 2 and "ranking.csv" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert (run / "report.html").read_bytes() == before  # the previous report is left as it was
+
+
+def test_a_report_that_fails_after_a_run_is_a_warning_not_a_failed_run(tmp_path, capsys):
+    from scaling_search.report import report_after_run
+
+    assert report_after_run(tmp_path, "scaling_search.grid") is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("scaling_search.grid: warning: no report (ValueError: ")
+    assert err[0].endswith(f"retry with: python -m scaling_search.report {tmp_path}")
