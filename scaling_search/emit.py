@@ -9,7 +9,6 @@ runtime: ``scale.py`` (the command) does the I/O.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -21,7 +20,7 @@ from omegaconf import OmegaConf
 from scaling_search.backbones import ScaledModel, get_backbone
 from scaling_search.complexity import Cost
 from scaling_search.reference import BASELINE, published_efficientnets
-from scaling_search.files import staged_directory
+from scaling_search.files import plain, staged_directory
 from scaling_search.scaling import REFERENCE_ROUNDING, Coefficients, Multipliers, Rounding
 
 if TYPE_CHECKING:
@@ -232,7 +231,7 @@ def markdown(df, formats: dict[str, str]) -> str:
 
 def resolved_config(settings) -> dict:
     """A settings dataclass as plain YAML-ready data (paths and tuples made plain)."""
-    return json.loads(json.dumps(asdict(settings), default=str))
+    return plain(asdict(settings))
 
 
 def write_family(settings: ScaleSettings, prog: str = "scaling_search.scale") -> tuple[pd.DataFrame, pd.DataFrame | None]:

@@ -22,9 +22,6 @@ from scaling_search.results import TrialStore
 from scaling_search.trainer import TrainSettings
 from scaling_search.trial import TrialSpec
 
-RUNNER_KINDS = ("ray", "local")
-
-
 class RunInterrupted(Exception):
     """The runner returned before every trial ended (Ctrl-C in Ray Tune); nothing is ranked."""
 
@@ -43,11 +40,6 @@ def check_identity(out_dir: Path, file_name: str, identity: dict, what: str = "s
 
 def write_identity(out_dir: Path, file_name: str, identity: dict) -> None:
     atomic_write_text(Path(out_dir) / file_name, json.dumps(identity, indent=1))
-
-
-def plain(obj: object) -> object:
-    """A JSON/YAML-ready copy (paths, tuples and dataclass leftovers become plain values)."""
-    return json.loads(json.dumps(obj, default=str))
 
 
 def write_table(df: pd.DataFrame, stem: Path) -> None:

@@ -7,11 +7,13 @@ previous output or none, never a half-written one.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from fractions import Fraction
 from pathlib import Path
 
 
@@ -83,3 +85,8 @@ def staged_directory(out_dir: str | os.PathLike) -> Iterator[Path]:
     os.replace(stage, out_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def plain(obj: object) -> object:
+    """A JSON/YAML-ready copy: exact fractions become floats, paths and the like strings."""
+    return json.loads(json.dumps(obj, default=lambda o: float(o) if isinstance(o, Fraction) else str(o)))

@@ -24,9 +24,9 @@ import pandas as pd
 from scaling_search.config import GridSettings, ScaleSettings
 from scaling_search.data import load_dataset, num_classes_of, train_image_count
 from scaling_search.emit import markdown, write_family
-from scaling_search.execution import (RunInterrupted, check_identity, make_runner, plain, ray_session,
+from scaling_search.execution import (RunInterrupted, check_identity, make_runner, ray_session,
                                       run_specs, uses_ray, write_identity, write_table, write_trial_tables)
-from scaling_search.files import atomic_output, atomic_write_text
+from scaling_search.files import atomic_output, atomic_write_text, plain
 from scaling_search.results import rank
 from scaling_search.scaling import Coefficients, Multipliers
 from scaling_search.space import Candidate, build_candidates, candidate_id

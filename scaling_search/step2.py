@@ -23,10 +23,10 @@ import pandas as pd
 from scaling_search.config import ScaleSettings
 from scaling_search.data import load_dataset, num_classes_of, train_image_count
 from scaling_search.emit import markdown, resolved_config, write_family
-from scaling_search.execution import (check_identity, make_runner, plain, ray_session, run_specs,
+from scaling_search.execution import (check_identity, make_runner, ray_session, run_specs,
                                       write_identity, write_trial_tables)
 from scaling_search.family import COMPOUND, DIMENSIONS, METHODS, Member, plan_family
-from scaling_search.files import atomic_output, atomic_write_text
+from scaling_search.files import atomic_output, atomic_write_text, plain
 from scaling_search.results import rank
 from scaling_search.scaling import Multipliers
 from scaling_search.trial import TrialSpec, trial_id

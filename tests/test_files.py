@@ -41,3 +41,13 @@ def test_staged_directory_creates_nothing_on_failure(tmp_path):
         with staged_directory(tmp_path / "new"):
             raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
+
+
+def test_plain_makes_settings_yaml_ready():
+    from fractions import Fraction
+    from pathlib import Path
+
+    from scaling_search.files import plain
+
+    assert plain({"step": Fraction(1, 20), "out": Path("/r/x"), "phis": (1.0, 2.0)}) == {
+        "step": 0.05, "out": "/r/x", "phis": [1.0, 2.0]}
