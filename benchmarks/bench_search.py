@@ -26,8 +26,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from scaling_search.cli import CONF_DIR
-from scaling_search.config import GridSettings
-from scaling_search.search import run_search
+from scaling_search.settings import GridSettings
+from scaling_search.steps.step1 import run_search
 
 OUT = Path(__file__).resolve().parent.parent / "results" / "bench_search"
 

@@ -23,10 +23,10 @@ import time
 import torch
 from torch import nn
 
-from scaling_search.backbones import get_backbone
-from scaling_search.data import DataSettings, load_dataset
-from scaling_search.scaling import Multipliers
-from scaling_search.trainer import TrainSettings, pick_device, train
+from scaling_search.models.backbones import get_backbone
+from scaling_search.train.data import DataSettings, load_dataset
+from scaling_search.models.scaling import Multipliers
+from scaling_search.train.trainer import TrainSettings, pick_device, train
 
 MULTIPLIERS = Multipliers(0.5 * 1.2, 0.5 * 1.1, 1.15)
 BASE_PX = 32
@@ -74,9 +74,9 @@ def peak_memory(epochs: int) -> dict:
     """One whole trial in a fresh process; its peak RSS (and CUDA peak) in MiB."""
     code = f"""
 import json, resource, torch
-from scaling_search.data import DataSettings, load_dataset
-from scaling_search.trainer import TrainSettings
-from scaling_search.trial import TrialSpec, run_trial
+from scaling_search.train.data import DataSettings, load_dataset
+from scaling_search.train.trainer import TrainSettings
+from scaling_search.train.trial import TrialSpec, run_trial
 data = load_dataset(DataSettings("digits"))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Python, torch, data: no model yet
 spec = TrialSpec("bench", "bench", 0, "efficientnet_b0", 1.2, 1.1, 1.15, {MULTIPLIERS.depth_mult},

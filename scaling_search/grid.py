@@ -13,15 +13,15 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from scaling_search.cli import resumable, run_hydra_app, user_errors
-from scaling_search.config import GridSettings
+from scaling_search.settings import GridSettings
 
 PROG = "scaling_search.grid"
 
 
 def validate(plain: dict) -> None:
     """Everything that can be checked before a search starts (used by the preflight)."""
-    from scaling_search.runners.ray_tune import check_local_gpus
-    from scaling_search.search import plan
+    from scaling_search.train.runners.ray_tune import check_local_gpus
+    from scaling_search.steps.step1 import plan
 
     settings = GridSettings.from_dict(plain)
     if settings.runner_kind != "local" and not settings.dry_run:  # a dry run trains nothing
@@ -29,9 +29,9 @@ def validate(plain: dict) -> None:
     plan(settings)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="grid")
+@hydra.main(version_base="1.3", config_path="conf", config_name="grid")
 def main(cfg: DictConfig) -> dict | None:
-    from scaling_search.search import SearchInterrupted, run_search
+    from scaling_search.steps.step1 import SearchInterrupted, run_search
 
     with user_errors(PROG):
         settings = GridSettings.from_dict(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
@@ -40,7 +40,7 @@ def main(cfg: DictConfig) -> dict | None:
     if outcome is None:
         return None
     if settings.report:
-        from scaling_search.report import report_after_run
+        from scaling_search.analysis.report import report_after_run
 
         report_after_run(outcome.run_dir, PROG)
     return {"out_dir": str(outcome.run_dir), "backbone": settings.backbone, "data": settings.data.name,

@@ -25,8 +25,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from scaling_search.cli import resumable, run_hydra_app, user_errors
-from scaling_search.config import ScaleSettings
-from scaling_search.emit import (PUBLISHED_FORMATS, PUBLISHED_ON_CONSOLE, SUMMARY_FORMATS, markdown,
+from scaling_search.settings import ScaleSettings
+from scaling_search.plan.emit import (PUBLISHED_FORMATS, PUBLISHED_ON_CONSOLE, SUMMARY_FORMATS, markdown,
                                  write_family)
 
 PROG = "scaling_search.scale"
@@ -47,19 +47,19 @@ def validate(plain: dict) -> None:
     """Everything that can be checked before a run starts (used by the preflight)."""
     settings = ScaleSettings.from_dict(plain)
     if settings.train and not settings.dry_run:
-        from scaling_search.runners.ray_tune import check_local_gpus
+        from scaling_search.train.runners.ray_tune import check_local_gpus
 
         if settings.runner_kind == "ray":
             check_local_gpus(settings.runner)
     if settings.train or settings.dry_run:
-        from scaling_search.step2 import plan
+        from scaling_search.steps.step2 import plan
 
         plan(settings)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="scale")
+@hydra.main(version_base="1.3", config_path="conf", config_name="scale")
 def main(cfg: DictConfig) -> dict | None:
-    from scaling_search.execution import RunInterrupted
+    from scaling_search.train.execution import RunInterrupted
 
     with user_errors(PROG):
         settings = ScaleSettings.from_dict(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
@@ -73,7 +73,7 @@ def main(cfg: DictConfig) -> dict | None:
             if settings.report:
                 _report(settings.out_dir)
         return None  # nothing for a multirun summary: emission trains nothing
-    from scaling_search.step2 import train_family
+    from scaling_search.steps.step2 import train_family
 
     with resumable(PROG, settings.out_dir, (RunInterrupted,)), user_errors(PROG):
         outcome = train_family(settings)
@@ -88,7 +88,7 @@ def main(cfg: DictConfig) -> dict | None:
 
 
 def _report(run_dir: Path) -> None:
-    from scaling_search.report import report_after_run
+    from scaling_search.analysis.report import report_after_run
 
     report_after_run(run_dir, PROG)
 

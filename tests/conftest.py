@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scaling_search.reference import load_reference
+from scaling_search.models.reference import load_reference
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,7 +43,7 @@ def compose_grid(tmp_path: Path, *overrides: str):
     from omegaconf import OmegaConf
 
     from scaling_search.cli import CONF_DIR
-    from scaling_search.config import GridSettings
+    from scaling_search.settings import GridSettings
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("grid", overrides=[f"out_dir={tmp_path / 'run'}", *overrides])
@@ -60,7 +60,7 @@ def ray_session():
     """One local Ray for the whole test session (ray.init costs seconds)."""
     ray = pytest.importorskip("ray")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), str(REPO), os.environ.get("PYTHONPATH", "")])
-    from scaling_search.runners.ray_tune import RaySettings, start_ray
+    from scaling_search.train.runners.ray_tune import RaySettings, start_ray
 
     owned = start_ray(RaySettings(num_cpus=2))
     yield ray

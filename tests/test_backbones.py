@@ -7,10 +7,10 @@ import torch
 import torchvision
 from torch import nn
 
-from scaling_search.backbones import get_backbone, list_backbones, register_backbone, unregister_backbone
-from scaling_search.complexity import count_cost
-from scaling_search.scaling import Multipliers, Rounding
-from scaling_search.stages import Stage, StageTable
+from scaling_search.models.backbones import get_backbone, list_backbones, register_backbone, unregister_backbone
+from scaling_search.models.cost import count_cost
+from scaling_search.models.scaling import Multipliers, Rounding
+from scaling_search.models.stages import Stage, StageTable
 
 TORCHVISION = {
     "efficientnet_b0": torchvision.models.efficientnet_b0,
@@ -121,7 +121,7 @@ def test_bad_stage_rows_name_the_field():
 def test_zero_init_residual_starts_every_residual_block_as_its_shortcut(name):
     """With zero_init_residual (the default) the residual branch adds nothing at init, so a
     block's output is its shortcut's (then the block's activation); without it, it is not."""
-    from scaling_search.network import _Residual
+    from scaling_search.models.network import _Residual
 
     torch.manual_seed(0)
     for zero in (True, False):

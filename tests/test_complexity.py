@@ -7,9 +7,9 @@ import random
 import pytest
 from torch import nn
 
-from scaling_search.backbones import get_backbone, list_backbones
-from scaling_search.complexity import Cost, count_cost
-from scaling_search.scaling import Multipliers
+from scaling_search.models.backbones import get_backbone, list_backbones
+from scaling_search.models.cost import Cost, count_cost
+from scaling_search.models.scaling import Multipliers
 
 # pycls dev/model_complexity.json: configs/dds_baselines/... (params, multiply-adds, acts).
 PYCLS = {

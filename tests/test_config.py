@@ -4,7 +4,7 @@ that names the field."""
 import pytest
 from omegaconf import OmegaConf
 
-from scaling_search.config import ScaleSettings, coefficients_from, rounding_from
+from scaling_search.settings import ScaleSettings, coefficients_from, rounding_from
 
 GOOD = {
     "backbone": "efficientnet_b0",
@@ -58,7 +58,7 @@ def test_rounding_defaults_are_the_reference():
 
 
 def test_every_built_in_backbone_has_a_config_group_file():
-    from scaling_search.backbones import list_backbones
+    from scaling_search.models.backbones import list_backbones
     from scaling_search.cli import CONF_DIR
 
     for name in list_backbones():

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from scaling_search.data import (DataSettings, load_dataset, make_synthetic, num_classes_of)
+from scaling_search.train.data import (DataSettings, load_dataset, make_synthetic, num_classes_of)
 
 
 def test_digits_are_sklearns_1797_images_split_by_seed():
@@ -47,7 +47,7 @@ def _vertical_detail(x: torch.Tensor) -> torch.Tensor:
 def test_synthetic_fine_detail_needs_resolution():
     # The texture (class // 5) is a 2-px checkerboard or 2-px vertical stripes. At 64 px the
     # checkerboard adds vertical detail that stripes lack; shrunk to 16 px both average to grey.
-    from scaling_search.data import ImageData
+    from scaling_search.train.data import ImageData
 
     x, y = make_synthetic(400, 64, seed=0)
     data = ImageData("synthetic", x, y, x[:1], y[:1], 10)

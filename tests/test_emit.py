@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from scaling_search.emit import (
+from scaling_search.plan.emit import (
     member_name,
     model_config,
     model_from_config,
@@ -14,8 +14,8 @@ from scaling_search.emit import (
     scale_family,
     summary_frame,
 )
-from scaling_search.reference import parse_count
-from scaling_search.scaling import PAPER_COEFFICIENTS, Coefficients, Rounding
+from scaling_search.models.reference import parse_count
+from scaling_search.models.scaling import PAPER_COEFFICIENTS, Coefficients, Rounding
 
 
 def test_phi1_is_the_published_b2_architecture(reference):

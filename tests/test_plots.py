@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaling_search import plots
-from scaling_search.results import pareto_mask
+from scaling_search.analysis import plots
+from scaling_search.analysis.results import pareto_mask
 
 RANKING = pd.DataFrame({
     "candidate_id": ["a", "b", "c", "d", "base"],

@@ -4,7 +4,8 @@ golden ``dev/model_complexity.json`` (facebookresearch/pycls, EN-B*_dds_8gpu).""
 
 import pytest
 
-from scaling_search.reference import paper_coefficients, parse_count, published_efficientnets
+from scaling_search.models.reference import load_reference, parse_count, published_efficientnets
+from scaling_search.models.scaling import PAPER_COEFFICIENTS
 
 PUBLISHED = {p.name: p for p in published_efficientnets()}
 TABLE2 = [n for n, p in PUBLISHED.items() if p.params is not None]
@@ -61,12 +62,19 @@ def test_pycls_golden_complexity(name):
 
 
 def test_published_models_imply_different_phi_per_dimension():
-    phi = PUBLISHED["b1"].implied_phi(paper_coefficients())
+    phi = PUBLISHED["b1"].implied_phi(PAPER_COEFFICIENTS)
     assert phi["width"] == 0.0  # B1 keeps B0's width ...
     assert 0.4 < phi["depth"] < 0.6 and 0.4 < phi["resolution"] < 0.6  # ... but not its depth
-    assert PUBLISHED["b2"].implied_phi(paper_coefficients())["depth"] == pytest.approx(1.0)
+    assert PUBLISHED["b2"].implied_phi(PAPER_COEFFICIENTS)["depth"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("text,value", [("0.39B", 0.39e9), ("5.3M", 5.3e6), ("12M", 12e6), (None, None)])
 def test_parse_count(text, value):
     assert parse_count(text) == value
+
+
+def test_paper_coefficients_are_the_published_ones():
+    """The one definition in code equals the reference file's Section 4.2 values."""
+    c = load_reference()["compound_scaling"]
+    assert (PAPER_COEFFICIENTS.depth_coef, PAPER_COEFFICIENTS.width_coef,
+            PAPER_COEFFICIENTS.resolution_coef) == (c["alpha"], c["beta"], c["gamma"])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from scaling_search.report import write_report
+from scaling_search.analysis.report import write_report
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -168,7 +168,7 @@ def test_report_of_a_run_with_a_damaged_table_is_one_line(runs, tmp_path):
 
 
 def test_a_report_that_fails_after_a_run_is_a_warning_not_a_failed_run(tmp_path, capsys):
-    from scaling_search.report import report_after_run
+    from scaling_search.analysis.report import report_after_run
 
     assert report_after_run(tmp_path, "scaling_search.grid") is None
     err = capsys.readouterr().err.strip().splitlines()

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaling_search.results import TrialStore, pareto_mask, rank, results_frame, t95
+from scaling_search.analysis.results import TrialStore, pareto_mask, rank, results_frame, t95
 
 
 @pytest.mark.parametrize("df", [1, 2, 3, 4, 5, 9, 10, 20, 30])

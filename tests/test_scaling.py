@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from scaling_search.scaling import PAPER_COEFFICIENTS, Coefficients, Multipliers, Rounding
+from scaling_search.models.scaling import PAPER_COEFFICIENTS, Coefficients, Multipliers, Rounding
 
 REF = Rounding()
 

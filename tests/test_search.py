@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, TINY, compose_grid
-from scaling_search.search import run_search
+from scaling_search.steps.step1 import run_search
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ from fractions import Fraction
 
 import pytest
 
-from scaling_search.scaling import Multipliers
-from scaling_search.space import (SearchSpace, build_candidates, enumerate_coefficients,
+from scaling_search.models.scaling import Multipliers
+from scaling_search.plan.space import (SearchSpace, build_candidates, enumerate_coefficients,
                                   nearest_products)
 
 
@@ -71,7 +71,7 @@ def test_identical_networks_are_merged_and_costs_attached():
 def test_merged_points_build_the_same_network():
     space = SearchSpace.from_values(step=0.1)
     cands, _ = build_candidates(space, "efficientnet_b0", Multipliers(0.5, 0.5), 32, num_classes=10)
-    from scaling_search.backbones import get_backbone
+    from scaling_search.models.backbones import get_backbone
 
     merged = next(c for c in cands if c.merged)
     other_id = merged.merged[0]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from scaling_search.emit import model_from_config
+from scaling_search.plan.emit import model_from_config
 
 PROG = "scaling_search.scale"
 REPO = Path(__file__).resolve().parent.parent

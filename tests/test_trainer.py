@@ -7,10 +7,10 @@ import copy
 import pytest
 import torch
 
-from scaling_search.backbones import get_backbone
-from scaling_search.data import DataSettings, load_dataset
-from scaling_search.scaling import Multipliers
-from scaling_search.trainer import TrainSettings, train
+from scaling_search.models.backbones import get_backbone
+from scaling_search.train.data import DataSettings, load_dataset
+from scaling_search.models.scaling import Multipliers
+from scaling_search.train.trainer import TrainSettings, train
 
 
 @pytest.fixture(scope="module")

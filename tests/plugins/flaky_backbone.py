@@ -6,7 +6,7 @@ failure happens inside a trial, as a real bug or an out-of-memory error would.
 
 from torch import nn
 
-from scaling_search.backbones import register_backbone
+from scaling_search.models.backbones import register_backbone
 
 
 class FlakyNet(nn.Module):

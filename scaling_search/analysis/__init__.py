@@ -1,0 +1,1 @@
+"""From records to answers: results tables and ranking, plots, and the HTML report."""

@@ -1,0 +1,222 @@
+"""The figures of a run, each a function of a results table (DataFrame in, matplotlib Figure out).
+
+Any table with the named columns can be re-plotted, e.g. ``accuracy_vs_macs(pd.read_csv(
+"ranking.csv"))``; ``save`` writes a figure as PNG and SVG. Figures are made with the
+object-oriented API (``matplotlib.figure.Figure``), so nothing depends on pyplot's global state
+or on a display. Cost is in MACs (multiply-adds, the paper's "FLOPs"), and every axis says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from scaling_search.files import atomic_output
+
+PAPER_POINT = (1.2, 1.1, 1.15)  # the paper's Step-1 (α, β, γ)
+METHOD_STYLE = {"compound": ("tab:red", "o"), "depth": ("tab:blue", "s"), "width": ("tab:green", "^"),
+                "resolution": ("tab:purple", "D")}
+FORMATS = ("png", "svg")
+
+
+def _figure(width: float = 6.4, height: float = 4.4) -> tuple[Figure, object]:
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> pd.DataFrame:
+    missing = [c for c in columns if c not in df]
+    if missing:
+        raise ValueError(f"{what} needs the column(s) {', '.join(missing)}")
+    if df.empty:
+        raise ValueError(f"{what} needs at least one row")
+    return df
+
+
+def _ci95(df: pd.DataFrame) -> pd.Series | None:
+    """The 95% interval half-widths, where the table has any (a single seed has none)."""
+    return df["top1_ci95"] if "top1_ci95" in df and df["top1_ci95"].notna().any() else None
+
+
+def landscape(ranking: pd.DataFrame, paper: tuple[float, float, float] | None = PAPER_POINT) -> Figure:
+    """Step 1's candidates on the constraint surface: α against β (γ follows from the
+    constraint and is written beside each point), coloured by mean top-1; the winner starred,
+    the paper's (α, β, γ) marked."""
+    df = _require(ranking, ["depth_coef", "width_coef", "resolution_coef", "top1_mean"], "landscape")
+    df = df[df.get("role", "candidate") != "baseline"] if "role" in df else df
+    fig, ax = _figure(6.4, 4.8)
+    sc = ax.scatter(df["width_coef"], df["depth_coef"], c=df["top1_mean"], cmap="viridis", s=70,
+                    edgecolors="black", linewidths=0.4, zorder=2)
+    fig.colorbar(sc, ax=ax, label="validation top-1 (mean over seeds)")
+    for _, r in df.iterrows():
+        ax.annotate(f"γ={r['resolution_coef']:.2f}", (r["width_coef"], r["depth_coef"]), fontsize=6,
+                    xytext=(3, 3), textcoords="offset points", color="dimgray")
+    best = df.loc[df["top1_mean"].idxmax()]
+    ax.scatter([best["width_coef"]], [best["depth_coef"]], marker="*", s=320, facecolors="none",
+               edgecolors="red", linewidths=1.5, zorder=3,
+               label=f"winner ({best['depth_coef']:g}, {best['width_coef']:g}, {best['resolution_coef']:g})")
+    if paper is not None:
+        ax.scatter([paper[1]], [paper[0]], marker="X", s=110, color="black", zorder=4,
+                   label=f"paper ({paper[0]:g}, {paper[1]:g}, {paper[2]:g})")
+    ax.set_xlabel("β (width coefficient)")
+    ax.set_ylabel("α (depth coefficient)")
+    ax.set_title("Step 1: candidates on α·β²·γ² ≈ 2, coloured by top-1")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    return fig
+
+
+def pareto_front(macs: np.ndarray, top1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The non-dominated points (lower MACs, higher top-1), sorted by MACs."""
+    order = np.argsort(macs, kind="stable")
+    xs, ys, best = [], [], -np.inf
+    for i in order:
+        if top1[i] > best:
+            xs.append(macs[i])
+            ys.append(top1[i])
+            best = top1[i]
+    return np.asarray(xs), np.asarray(ys)
+
+
+def accuracy_vs_macs(table: pd.DataFrame, label: str = "candidate_id", color_by: str | None = "role") -> Figure:
+    """Mean top-1 against MACs (log scale) with its 95% interval, and the Pareto front."""
+    df = _require(table, ["macs", "top1_mean"], "accuracy_vs_macs")
+    fig, ax = _figure()
+    groups = df.groupby(color_by, sort=False) if color_by in df else [("all", df)]
+    for name, g in groups:
+        color, marker = METHOD_STYLE.get(str(name), (None, "o"))
+        yerr = _ci95(g)
+        ax.errorbar(g["macs"], g["top1_mean"], yerr=yerr, fmt=marker, color=color, label=str(name),
+                    capsize=2, markersize=5, alpha=0.85)
+    xs, ys = pareto_front(df["macs"].to_numpy(float), df["top1_mean"].to_numpy(float))
+    ax.step(xs, ys, where="post", color="black", linewidth=1, linestyle="--", label="Pareto front")
+    if label in df:  # name the points on the front (the rest would only clutter)
+        on_front = df[df["top1_mean"].isin(ys) & df["macs"].isin(xs)]
+        for _, r in on_front.iterrows():
+            ax.annotate(str(r[label]), (r["macs"], r["top1_mean"]), fontsize=6, xytext=(3, -8),
+                        textcoords="offset points", color="dimgray")
+    ax.set_xscale("log")
+    ax.set_xlabel("MACs per image (multiply-adds, log scale)")
+    ax.set_ylabel("validation top-1")
+    ax.set_title("Top-1 against cost")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return fig
+
+
+COST_LABELS = {"macs": "MACs per image (multiply-adds, log scale)", "params": "parameters (log scale)",
+               "activations": "activations per image (conv and linear outputs, log scale)"}
+
+
+def scaling_curves(family: pd.DataFrame, cost: str = "macs") -> Figure:
+    """Step 2: top-1 against ``cost`` (``macs``, ``params`` or ``activations``) for compound
+    scaling and each single dimension (the paper's Figure 3 and 8); every curve starts at the
+    φ = 0 base network. The members are matched in MACs, so only the MACs plot compares at equal
+    cost; the other two show what each method spends its MACs on."""
+    if cost not in COST_LABELS:
+        raise ValueError(f"cost must be one of {', '.join(COST_LABELS)}, got {cost!r}")
+    df = _require(family, ["role", "phi", cost, "top1_mean"], "scaling_curves")
+    base = df[df["phi"] == 0]
+    fig, ax = _figure()
+    for method in [m for m in METHOD_STYLE if m in set(df["role"])]:
+        g = pd.concat([base, df[(df["role"] == method) & (df["phi"] != 0)]]).sort_values(cost)
+        color, marker = METHOD_STYLE[method]
+        yerr = _ci95(g)
+        ax.errorbar(g[cost], g["top1_mean"], yerr=yerr, color=color, marker=marker, capsize=2,
+                    label=f"{method} scaling" if method != "compound" else "compound scaling (α, β, γ)")
+        for _, r in g[g["phi"] != 0].iterrows():
+            ax.annotate(f"φ={r['phi']:g}", (r[cost], r["top1_mean"]), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points", color=color)
+    ax.set_xscale("log")
+    ax.set_xlabel(COST_LABELS[cost])
+    ax.set_ylabel("validation top-1")
+    ax.set_title("Compound against single-dimension scaling at matched MACs" if cost == "macs"
+                 else f"The same networks against {cost}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def macs_growth(table: pd.DataFrame, product: float | None = None) -> Figure:
+    """Measured MACs ratio to φ = 0 against φ (log2 scale), beside 2^φ and, when known, the
+    formula's (α·β²·γ²)^φ. ``table`` needs ``phi`` and ``macs_ratio`` (compound rows are used
+    where a ``role`` column exists)."""
+    df = _require(table, ["phi", "macs_ratio"], "macs_growth")
+    if "role" in df:
+        df = df[df["role"] == "compound"]
+    df = df.sort_values("phi")
+    phis = np.linspace(min(df["phi"].min(), 0), df["phi"].max(), 100)
+    fig, ax = _figure()
+    ax.plot(df["phi"], df["macs_ratio"], "o-", color="tab:red", label="measured (rounded networks)")
+    ax.plot(phis, 2.0**phis, color="black", linestyle="--", label="2^φ (the target)")
+    if product is None and "formula_macs_ratio" in df and len(df) and df["phi"].ne(0).any():
+        r = df[df["phi"] != 0].iloc[0]
+        product = float(r["formula_macs_ratio"]) ** (1 / r["phi"])
+    if product is not None:
+        ax.plot(phis, product**phis, color="gray", linestyle=":", label=f"(α·β²·γ²)^φ = {product:.3f}^φ")
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("φ")
+    ax.set_ylabel("MACs / MACs at φ = 0 (log2 scale)")
+    ax.set_title("Measured MACs growth against 2^φ")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def training_curves(epochs: pd.DataFrame, metric: str = "val/top1", max_legend: int = 14) -> Figure:
+    """Per-epoch ``metric`` of every trial (one line per trial)."""
+    df = _require(epochs, ["trial_id", "epoch", metric], "training_curves")
+    fig, ax = _figure()
+    trials = list(dict.fromkeys(df["trial_id"]))
+    cmap = matplotlib.colormaps["viridis"]
+    for i, (tid, g) in enumerate(df.groupby("trial_id", sort=False)):
+        color = cmap(i / max(1, len(trials) - 1))
+        ax.plot(g["epoch"], g[metric], marker=".", linewidth=1, color=color,
+                label=tid if len(trials) <= max_legend else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric.replace("/", " "))
+    ax.set_title(f"Training curves ({len(trials)} trials)")
+    ax.grid(alpha=0.3)
+    if len(trials) <= max_legend:
+        ax.legend(fontsize=6, ncol=2)
+    return fig
+
+
+def seed_spread(results: pd.DataFrame, by: str = "candidate_id", metric: str = "final_top1",
+                top: int = 20) -> Figure:
+    """Each trial's ``metric`` per ``by`` (one dot per seed) with the mean and its 95% interval,
+    for the ``top`` best by mean."""
+    from scaling_search.analysis.results import t95
+
+    df = _require(results, [by, "seed", metric], "seed_spread")
+    df = df[df["status"] == "ok"] if "status" in df else df
+    stats = df.groupby(by)[metric].agg(["mean", "std", "count"]).sort_values("mean", ascending=False).head(top)
+    fig, ax = _figure(6.4, max(3.0, 0.28 * len(stats) + 1.2))
+    ys = np.arange(len(stats))[::-1]
+    for y, (name, s) in zip(ys, stats.iterrows()):
+        points = df[df[by] == name][metric]
+        ax.scatter(points, np.full(len(points), y), s=14, color="tab:blue", alpha=0.6, zorder=2)
+        half = s["std"] * t95(int(s["count"]) - 1) / np.sqrt(s["count"]) if s["count"] > 1 else 0.0
+        ax.errorbar([s["mean"]], [y], xerr=[half], fmt="|", color="black", markersize=12, capsize=3)
+    ax.set_yticks(ys, [str(n) for n in stats.index], fontsize=7)
+    ax.set_xlabel(f"{metric} (dots: seeds; bar: mean ± 95% interval)")
+    seeds = int(df["seed"].nunique()) if len(df) else 0
+    ax.set_title(f"Spread over {seeds} seed(s)")
+    ax.grid(alpha=0.3, axis="x")
+    return fig
+
+
+def save(fig: Figure, stem: Path, formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Writes ``stem.png`` and ``stem.svg`` (each atomically); returns the paths."""
+    paths = []
+    for fmt in formats:
+        path = Path(stem).with_suffix(f".{fmt}")
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, format=fmt)
+        paths.append(path)
+    return paths

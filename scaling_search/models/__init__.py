@@ -1,0 +1,1 @@
+"""The networks: coefficients and rounding, stage tables, backbones, modules and their cost."""

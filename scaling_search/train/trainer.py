@@ -1,0 +1,215 @@
+"""Train one network on one dataset at one resolution; knows nothing of Ray or Optuna.
+
+A plain loop over in-memory tensors (the dataset was decoded once per search): SGD, AdamW or
+RMSProp, a cosine or constant learning rate with linear warm-up, label smoothing, random flips
+when the data allows them. CUDA with mixed precision (bfloat16 where supported, else float16 with
+a gradient scaler) when a GPU is there; CPU otherwise, deterministic for a fixed seed and thread
+count. After every epoch ``on_epoch`` receives the metrics and a function that returns the
+training state, so a caller can report progress, checkpoint, or stop the run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scaling_search.train.data import ImageData
+
+OnEpoch = Callable[[dict, Callable[[], dict]], None]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything that decides how a proxy trains (all from the ``trainer`` config group)."""
+
+    epochs: int = 5
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    optimizer: Literal["sgd", "adamw", "rmsprop"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-5
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.1
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True  # mixed precision, on CUDA only
+    num_threads: int | None = None  # CPU threads of this process; None leaves torch's default
+    # Each residual block starts as the identity (network.py): deep stacks train at SGD's usual
+    # rates; an adaptive optimizer at a small lr grows the zeroed scales slowly at first.
+    zero_init_residual: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"trainer.{name} must be a positive integer, got {v!r}")
+        if self.optimizer not in ("sgd", "adamw", "rmsprop"):
+            raise ValueError(f"trainer.optimizer must be sgd, adamw or rmsprop, got {self.optimizer!r}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"trainer.lr_schedule must be cosine or constant, got {self.lr_schedule!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"trainer.device must be auto, cpu or cuda, got {self.device!r}")
+        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
+            raise ValueError("trainer.lr must be > 0, weight_decay >= 0, label_smoothing in [0, 1)")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("trainer.device=cuda but this machine has no CUDA GPU; "
+                             "use trainer.device=auto or cpu")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The run's per-epoch metrics and its totals."""
+
+    history: list[dict]
+    train_time_s: float
+    images_per_s: float
+    device: str
+
+    @property
+    def final_top1(self) -> float:
+        return self.history[-1]["val/top1"]
+
+    @property
+    def best_top1(self) -> float:
+        return max(h["val/top1"] for h in self.history)
+
+
+def pick_device(setting: str) -> torch.device:
+    if setting == "cpu" or (setting == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def _optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
+    # No weight decay on biases and normalisation parameters (1-d tensors), as timm and pycls do.
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": s.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, nesterov=s.momentum > 0)
+    if s.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=s.lr)
+    return torch.optim.RMSprop(groups, lr=s.lr, momentum=s.momentum, alpha=0.9, eps=1e-3)
+
+
+def _lr_factor(s: TrainSettings, steps_per_epoch: int) -> Callable[[int], float]:
+    total = s.epochs * steps_per_epoch
+    warmup = round(s.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if s.lr_schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+    return factor
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+             device: torch.device, autocast) -> tuple[float, float]:
+    """Validation (top-1 accuracy, mean cross-entropy) over all of ``images``."""
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    for i in range(0, len(labels), batch_size):
+        x = images[i:i + batch_size].to(device, non_blocking=True)
+        y = labels[i:i + batch_size].to(device, non_blocking=True)
+        with autocast():
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+    return correct / len(labels), loss_sum / len(labels)
+
+
+def train(model: nn.Module, data: ImageData, resolution_px: int, settings: TrainSettings,
+          seed: int, on_epoch: OnEpoch | None = None, state: dict | None = None) -> TrainResult:
+    """Trains ``model`` on ``data`` at ``resolution_px`` for ``settings.epochs`` epochs.
+
+    Args:
+        seed: seeds the shuffling, the flips and dropout (build the model after seeding too).
+        on_epoch: called after each epoch with its metrics (``epoch``, ``train/loss``,
+            ``val/loss``, ``val/top1``, ``lr``, ``time_s``) and a function returning the state.
+        state: a state that function returned earlier; training resumes after its epoch.
+    """
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
+    device = pick_device(settings.device)
+    use_amp = settings.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+
+    def autocast():
+        return torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp)
+
+    train_x, val_x = data.at_resolution(resolution_px)
+    train_y, val_y = data.train_labels, data.val_labels
+    if device.type == "cuda":  # proxies' data is small: keep it on the GPU, no per-batch copies
+        train_x, val_x, train_y, val_y = (t.to(device) for t in (train_x, val_x, train_y, val_y))
+        model = model.to(device, memory_format=torch.channels_last)
+    batch = min(settings.batch_size, len(train_y))
+    steps_per_epoch = len(train_y) // batch  # drop the last partial batch (BatchNorm of 1 image)
+    optimizer = _optimizer(model, settings)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(settings, steps_per_epoch))
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
+    criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+
+    history: list[dict] = []
+    start_epoch, train_time, images_seen = 0, 0.0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        history, start_epoch = list(state["history"]), state["epoch"]
+        train_time, images_seen = state["train_time_s"], state["images_seen"]
+
+    for epoch in range(start_epoch, settings.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        order = torch.randperm(len(train_y), generator=gen)
+        flips = torch.rand(len(train_y), generator=gen) < 0.5 if data.flip else None
+        loss_sum = torch.zeros((), device=device)
+        for step in range(steps_per_epoch):
+            idx = order[step * batch:(step + 1) * batch]
+            x, y = train_x[idx.to(train_x.device)], train_y[idx.to(train_y.device)]
+            if flips is not None:
+                f = flips[idx].to(x.device)
+                x = torch.where(f[:, None, None, None], x.flip(-1), x)
+            with autocast():
+                loss = criterion(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            loss_sum += loss.detach().float()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        epoch_train_s = time.perf_counter() - t0
+        train_time += epoch_train_s
+        images_seen += steps_per_epoch * batch
+        top1, val_loss = evaluate(model, val_x, val_y, settings.eval_batch_size, device, autocast)
+        metrics = {"epoch": epoch + 1, "train/loss": loss_sum.item() / steps_per_epoch,
+                   "val/loss": val_loss, "val/top1": top1, "lr": scheduler.get_last_lr()[0],
+                   "time_s": time.perf_counter() - t0,
+                   "images_per_s": steps_per_epoch * batch / epoch_train_s}
+        history.append(metrics)
+        if on_epoch is not None:
+            snapshot = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "generator": gen.get_state(),
+                        "torch_rng": torch.get_rng_state(), "history": list(history),
+                        "epoch": epoch + 1, "train_time_s": train_time, "images_seen": images_seen}
+            on_epoch(metrics, lambda s=snapshot: s)
+    return TrainResult(history, train_time, images_seen / train_time if train_time else 0.0,
+                       str(device))

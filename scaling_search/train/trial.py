@@ -1,0 +1,81 @@
+"""One Step-1 trial: a candidate at φ = 1 trained with one seed. Plain data in, plain row out.
+
+A ``TrialSpec`` holds only names and numbers, so it pickles to any Ray worker, and the worker
+rebuilds the network from the backbone registry (importing the user's plugin modules first).
+``run_trial`` never lets a training error escape: the row says ``failed`` and why, and the
+search goes on. It lets ``BaseException`` through, which is how Ray stops a trial early.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import asdict, dataclass
+
+import torch
+
+from scaling_search.models.backbones import get_backbone
+from scaling_search.models.backbones import import_plugins
+from scaling_search.train.data import ImageData
+from scaling_search.models.scaling import Multipliers, Rounding
+from scaling_search.train.trainer import OnEpoch, TrainSettings, train
+
+OK, FAILED, STOPPED = "ok", "failed", "stopped"
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What one trial trains: a backbone at multipliers and resolution, with one seed."""
+
+    trial_id: str
+    candidate_id: str
+    seed: int
+    backbone: str
+    depth_coef: float
+    width_coef: float
+    resolution_coef: float
+    depth_mult: float
+    width_mult: float
+    resolution_mult: float
+    base_resolution_px: int | None
+    rounding: dict
+    imports: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["imports"] = list(self.imports)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrialSpec:
+        return cls(**{**d, "imports": tuple(d.get("imports", ()))})
+
+
+def trial_id(backbone_tag: str, candidate_id: str, seed: int) -> str:
+    """``b0_d1.20_w1.10_r1.15_s0``: readable, unique per (candidate, seed), safe as a folder name."""
+    return f"{backbone_tag}_{candidate_id}_s{seed}"
+
+
+def run_trial(spec: TrialSpec, data: ImageData, settings: TrainSettings,
+              on_epoch: OnEpoch | None = None, state: dict | None = None) -> dict:
+    """Builds and trains the spec's network; returns the final row (never raises ``Exception``)."""
+    start = time.perf_counter()
+    row = {"trial_id": spec.trial_id, "status": FAILED, "error": ""}
+    try:
+        import_plugins(list(spec.imports))
+        model = get_backbone(spec.backbone).scale(
+            Multipliers(spec.depth_mult, spec.width_mult, spec.resolution_mult),
+            Rounding(**spec.rounding), spec.base_resolution_px)
+        torch.manual_seed(spec.seed)  # the same initial weights for the same seed, any process
+        module = model.build(data.num_classes, zero_init_residual=settings.zero_init_residual)
+        result = train(module, data, model.resolution_px, settings, spec.seed, on_epoch, state)
+        row.update(status=OK, resolution_px=model.resolution_px,
+                   final_top1=result.final_top1, best_top1=result.best_top1,
+                   final_val_loss=result.history[-1]["val/loss"], epochs=len(result.history),
+                   train_time_s=result.train_time_s, images_per_s=result.images_per_s,
+                   device=result.device)
+    except Exception as e:  # noqa: BLE001 - a failed trial is a result, not a crash
+        row["error"] = f"{type(e).__name__}: {e}".strip()
+        row["traceback"] = traceback.format_exc(limit=8)
+    row["wall_time_s"] = time.perf_counter() - start
+    return row
