@@ -46,7 +46,7 @@ def cpu_model() -> str:
 
 def capture() -> dict:
     """A plain dict of the environment, for ``environment.json`` and the report."""
-    import torch
+    import torch  # lazy: a report reads environments without torch
 
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] \
         if torch.cuda.is_available() else []

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 from hydra.experimental.callback import Callback
 
-from scaling_search.plan.emit import markdown
+from scaling_search.tables import markdown
 from scaling_search.files import atomic_output, atomic_write_text
 
 
@@ -91,6 +91,6 @@ class SummaryCallback(Callback):
         print(text + "\n".join(lines), flush=True)
         print(f"multirun summary: {sweep_dir / 'multirun_summary.md'}", flush=True)
         if config.get("report", True):
-            from scaling_search.analysis.report import report_after_run
+            from scaling_search.analysis.report import report_after_run  # lazy: matplotlib, only for a sweep's page
 
             report_after_run(sweep_dir, "multirun", "multirun report")

@@ -26,8 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from scaling_search.cli import resumable, run_hydra_app, user_errors
 from scaling_search.settings import ScaleSettings
-from scaling_search.plan.emit import (PUBLISHED_FORMATS, PUBLISHED_ON_CONSOLE, SUMMARY_FORMATS, markdown,
-                                 write_family)
+from scaling_search.plan.emit import PUBLISHED_FORMATS, PUBLISHED_ON_CONSOLE, SUMMARY_FORMATS
+from scaling_search.steps.emission import emit_family
+from scaling_search.tables import markdown
 
 PROG = "scaling_search.scale"
 log = logging.getLogger(PROG)
@@ -35,7 +36,7 @@ log = logging.getLogger(PROG)
 
 def emit(settings: ScaleSettings) -> Path:
     """Writes the family to ``settings.out_dir`` and prints its tables."""
-    summary, published = write_family(settings, PROG)
+    summary, published = emit_family(settings, PROG)
     print(markdown(summary, SUMMARY_FORMATS))
     if published is not None:
         print(markdown(published[PUBLISHED_ON_CONSOLE], PUBLISHED_FORMATS))

@@ -1,4 +1,5 @@
-"""Tables as files: Markdown for people, parquet and CSV for programs, each written atomically."""
+"""Results for people and programs: Markdown, CSV and parquet tables (each written atomically),
+and the one wording of a verdict."""
 
 from __future__ import annotations
 
@@ -30,3 +31,8 @@ def write_table(df: pd.DataFrame, stem: Path, formats: Mapping[str, str] | None 
         df.to_csv(tmp, index=False)
     if formats is not None:
         atomic_write_text(stem.with_suffix(".md"), markdown(df, formats))
+
+
+def verdict(margin: float, other: str) -> str:
+    """``beats <other> by 0.0123`` or ``does not beat <other> (-0.0040)``: one wording everywhere."""
+    return f"beats {other} by {margin:.4f}" if margin > 0 else f"does not beat {other} ({margin:+.4f})"

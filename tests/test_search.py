@@ -15,7 +15,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from conftest import REPO, TINY, compose_grid
+from conftest import TINY, compose_grid
 from scaling_search.steps.step1 import run_search
 
 pytestmark = pytest.mark.slow
@@ -143,7 +143,7 @@ def test_killed_ray_search_resumes_where_it_stopped(tmp_path):
     out_dir = tmp_path / "run"
     args = [sys.executable, "-m", "scaling_search.grid", *TINY, "space.tolerance=0.1",
             "trainer.epochs=3", "runner=ray", "runner.checkpoint=true", f"out_dir={out_dir}"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = dict(os.environ)  # the installed package, as a user runs it
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
@@ -168,7 +168,7 @@ def test_ctrl_c_stops_without_ranking_and_the_rerun_finishes(tmp_path):
     out_dir = tmp_path / "run"
     args = [sys.executable, "-m", "scaling_search.grid", *TINY, "space.tolerance=0.1", "runner=local",
             f"out_dir={out_dir}"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = dict(os.environ)  # the installed package, as a user runs it
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240

@@ -14,7 +14,6 @@ from omegaconf import OmegaConf
 from scaling_search.plan.emit import model_from_config
 
 PROG = "scaling_search.scale"
-REPO = Path(__file__).resolve().parent.parent
 # ResNet-18 at half depth, quarter width and 16 px; phi 0 and 1: 5 networks of 2 epochs.
 TINY = ("train=true", "backbone=resnet18", "base.depth_mult=0.5", "base.width_mult=0.25", "resolution_px=16",
         "phis=[0,1]", "trainer.epochs=2", "data.num_images=400", "report=false")
@@ -23,7 +22,7 @@ TINY = ("train=true", "backbone=resnet18", "base.depth_mult=0.5", "base.width_mu
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("step2")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = dict(os.environ)  # the installed package, as a user runs it
     env.pop("HYDRA_FULL_ERROR", None)
 
     def run(*args):
@@ -35,6 +34,7 @@ def local_run(tmp_path_factory):
     return tmp / "run", first, run
 
 
+@pytest.mark.slow  # a whole Step-2 training run (the module's first use trains it)
 def test_family_and_baselines_are_trained_and_tabled(local_run):
     out, r, _ = local_run
     family = pd.read_csv(out / "family.csv")
@@ -58,6 +58,7 @@ def test_family_and_baselines_are_trained_and_tabled(local_run):
     assert cfg.num_classes == 10
 
 
+@pytest.mark.slow  # a whole Step-2 training run (the module's first use trains it)
 def test_every_trial_is_in_the_optuna_study(local_run):
     out, _, _ = local_run
     study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'optuna.db'}")
@@ -71,6 +72,7 @@ def test_every_trial_is_in_the_optuna_study(local_run):
         assert len(t.intermediate_values) == 2
 
 
+@pytest.mark.slow  # a whole Step-2 training run (the module's first use trains it)
 def test_a_rerun_resumes_and_other_settings_are_refused(local_run):
     out, _, run = local_run
     before = {p.name: p.stat().st_mtime_ns for p in (out / "trials").iterdir()}
@@ -84,7 +86,7 @@ def test_a_rerun_resumes_and_other_settings_are_refused(local_run):
     assert "holds a Step-2 run with different trainer" in changed.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a whole Step-2 training run (the module's first use trains it)
 def test_ray_tune_trains_the_same_numbers_as_the_local_runner(local_run, tmp_path):
     out, _, run = local_run
     ray_out = tmp_path / "ray_run"

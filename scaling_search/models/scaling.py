@@ -116,6 +116,13 @@ class Multipliers:
     def __post_init__(self) -> None:
         _validate_positive(self, ("depth_mult", "width_mult", "resolution_mult"))
 
+    def __mul__(self, other: Multipliers) -> Multipliers:
+        """Both applied in turn, dimension by dimension: a scale on top of a base network."""
+        if not isinstance(other, Multipliers):
+            return NotImplemented
+        return Multipliers(self.depth_mult * other.depth_mult, self.width_mult * other.width_mult,
+                           self.resolution_mult * other.resolution_mult)
+
 
 @dataclass(frozen=True)
 class Rounding:

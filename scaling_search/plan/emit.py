@@ -1,81 +1,35 @@
-"""Step 2 of compound scaling (Tan & Le, Section 3.3): the scaled family, as configs and tables.
+"""Step 2's emitter: the planned family written as Hydra-composable configs and tables.
 
-For a backbone, coefficients (α, β, γ) and a list of φ, ``scale_family`` builds each member's
-stage table and cost; ``model_config`` turns a member into a Hydra-composable YAML mapping
-that ``model_from_config`` turns back into the same network; ``summary_frame`` and
-``published_comparison`` are the tables a user reads. Nothing here knows about Hydra's
-runtime: ``scale.py`` (the command) does the I/O.
+The family itself is planned once, in ``plan.family.plan_family`` (one ``Member`` type for what is
+emitted and what is trained); this module only writes it. ``model_config`` turns a member into a
+YAML mapping that ``model_from_config`` turns back into the same network; ``summary_frame`` and
+``published_comparison`` are the tables a user reads; ``write_family`` puts them all in a folder
+at once. Nothing here knows about Hydra's runtime.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from dataclasses import asdict
+from pathlib import Path
 
 import pandas as pd
 from omegaconf import OmegaConf
 
+from scaling_search.files import staged_directory
 from scaling_search.models.backbones import ScaledModel, get_backbone
-from scaling_search.models.cost import Cost
 from scaling_search.models.reference import BASELINE, published_efficientnets
-from scaling_search.files import plain, staged_directory
 from scaling_search.models.scaling import REFERENCE_ROUNDING, Coefficients, Multipliers, Rounding
-
-if TYPE_CHECKING:
-    from scaling_search.settings import ScaleSettings
-
-
-@dataclass(frozen=True)
-class FamilyMember:
-    """One scaled model of the family, with its cost and its cost relative to φ = 0."""
-
-    name: str
-    phi: float
-    model: ScaledModel
-    cost: Cost
-    macs_ratio: float  # measured: this model's MACs / the unscaled baseline's MACs
-    formula_macs_ratio: float  # (α·β²·γ²)^φ
+from scaling_search.plan.family import Member, plan_family
+from scaling_search.tables import markdown
 
 
-def member_name(backbone: str, phi: float) -> str:
-    """``efficientnet_b0_phi1``, ``resnet50_phi0p5``, ``resnet50_phim1`` (a safe file name)."""
-    return f"{backbone}_phi{phi:g}".replace(".", "p").replace("-", "m")
-
-
-def scale_family(backbone: str, coefficients: Coefficients, phis: Sequence[float],
-                 rounding: Rounding = REFERENCE_ROUNDING, resolution_px: int | None = None,
-                 num_classes: int = 1000, base: Multipliers = Multipliers()) -> list[FamilyMember]:
-    """Scales ``backbone`` (at the ``base`` multipliers) at every φ in ``phis`` (in the given
-    order, duplicates dropped)."""
-    if not phis:
-        raise ValueError("phis is empty; give at least one phi, e.g. phis=[1,2,3]")
-    bb = get_backbone(backbone)
-    base_macs = bb.scale(base, rounding, resolution_px).cost(num_classes).macs
-    members, seen = [], set()
-    for phi in phis:
-        phi = float(phi)
-        if not math.isfinite(phi):
-            raise ValueError(f"phis must be finite numbers, got {phi}")
-        if phi in seen:
-            continue
-        seen.add(phi)
-        m = coefficients.multipliers(phi)
-        model = bb.scale(Multipliers(base.depth_mult * m.depth_mult, base.width_mult * m.width_mult,
-                                     base.resolution_mult * m.resolution_mult), rounding, resolution_px)
-        cost = model.cost(num_classes)
-        members.append(FamilyMember(member_name(backbone, phi), phi, model, cost,
-                                    cost.macs / base_macs, coefficients.formula_macs_ratio(phi)))
-    return members
-
-
-def model_config(member: FamilyMember, coefficients: Coefficients, rounding: Rounding,
+def model_config(member: Member, coefficients: Coefficients, rounding: Rounding,
                  num_classes: int, base_resolution_px: int) -> dict:
     """A YAML-ready mapping that fully describes one member (see ``model_from_config``)."""
     m, net = member.model, member.model.network
     cfg = {
-        "name": member.name,
+        "name": member.config_name,
         "backbone": m.backbone,
         "phi": member.phi,
         "coefficients": asdict(coefficients),
@@ -130,13 +84,13 @@ def model_from_config(cfg: Mapping) -> ScaledModel:
     return model
 
 
-def summary_frame(members: Sequence[FamilyMember]) -> pd.DataFrame:
+def summary_frame(members: Sequence[Member]) -> pd.DataFrame:
     """One row per member: multipliers, resolution, depth, cost, and MACs growth both ways."""
     rows = []
     for m in members:
         net = m.model.network
         rows.append({
-            "name": m.name,
+            "name": m.config_name,
             "phi": m.phi,
             "depth_mult": m.model.multipliers.depth_mult,
             "width_mult": m.model.multipliers.width_mult,
@@ -172,10 +126,11 @@ def published_comparison(coefficients: Coefficients, rounding: Rounding = REFERE
     """
     published = published_efficientnets()
     family = [p for p in published if p.params is not None]  # B0..B7, the ones in Table 2
+    formulas = plan_family(BASELINE, coefficients, range(len(family)), baselines=(), rounding=rounding,
+                           num_classes=num_classes)
     rows = []
-    for k, pub in enumerate(family):
-        formula = get_backbone(BASELINE).scale(coefficients.multipliers(k), rounding)
-        formula_cost = formula.cost(num_classes)
+    for k, (pub, member) in enumerate(zip(family, formulas)):
+        formula, formula_cost = member.model, member.cost
         built_cost = pub.scaled().cost(num_classes)
         phi = pub.implied_phi(coefficients)
         same = [p.name for p in published if _same_architecture(formula, p)]
@@ -221,53 +176,65 @@ PUBLISHED_ON_CONSOLE = [
 ]
 
 
-def markdown(df, formats: dict[str, str]) -> str:
-    shown = df.copy()
-    for col, fmt in formats.items():
-        if col in shown:
-            shown[col] = [fmt.format(v) if v == v and v is not None else "" for v in shown[col]]
-    return shown.to_markdown(index=False) + "\n"
-
-
-def resolved_config(settings) -> dict:
-    """A settings dataclass as plain YAML-ready data (paths and tuples made plain)."""
-    return plain(asdict(settings))
-
-
-def write_family(settings: ScaleSettings, prog: str = "scaling_search.scale") -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """Computes the family, then writes it all into ``settings.out_dir`` at once.
+def write_family(out_dir: Path, members: Sequence[Member], coefficients: Coefficients,
+                 rounding: Rounding, num_classes: int, resolution_px: int | None = None,
+                 base: Multipliers = Multipliers(), run_config: Mapping | None = None,
+                 compare_published: bool = True, prog: str = "scaling_search.scale"
+                 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Writes the planned ``members`` into ``out_dir`` at once: a config per member, the summary,
+    ``coefficients.yaml``, ``config.yaml`` (``run_config``, the settings that made them) and, for
+    EfficientNet-B0 itself, the comparison with the published B0–B7.
 
     Returns:
         The summary table, and the comparison with the published B0–B7 (or None).
     """
-    base = Multipliers(settings.base_depth_mult, settings.base_width_mult)
-    members = scale_family(settings.backbone, settings.coefficients, settings.phis,
-                           settings.rounding, settings.resolution_px, settings.num_classes, base)
-    base_px = settings.resolution_px or get_backbone(settings.backbone).resolution_px
-    configs = {m.name: model_config(m, settings.coefficients, settings.rounding,
-                                    settings.num_classes, base_px) for m in members}
+    check_replaceable(out_dir)
+    backbone = members[0].model.backbone
+    base_px = resolution_px or get_backbone(backbone).resolution_px
+    configs = {m.config_name: model_config(m, coefficients, rounding, num_classes, base_px) for m in members}
     summary = summary_frame(members)
     published = None
-    if (settings.compare_published and settings.backbone == BASELINE and settings.resolution_px in (None, 224)
-            and base == Multipliers()):
-        published = published_comparison(settings.coefficients, settings.rounding, settings.num_classes)
+    if compare_published and backbone == BASELINE and resolution_px in (None, 224) and base == Multipliers():
+        published = published_comparison(coefficients, rounding, num_classes)
 
-    with staged_directory(settings.out_dir) as stage:
+    with staged_directory(out_dir) as stage:
         (stage / "model").mkdir()
         for name, cfg in configs.items():
-            header = (f"# {settings.backbone} compound-scaled at phi={cfg['phi']:g} "
-                      f"(alpha={settings.coefficients.depth_coef:g}, "
-                      f"beta={settings.coefficients.width_coef:g}, "
-                      f"gamma={settings.coefficients.resolution_coef:g}).\n"
+            header = (f"# {backbone} compound-scaled at phi={cfg['phi']:g} "
+                      f"(alpha={coefficients.depth_coef:g}, beta={coefficients.width_coef:g}, "
+                      f"gamma={coefficients.resolution_coef:g}).\n"
                       f"# Emitted by `python -m {prog}`. Use: +model={name} "
-                      f"hydra.searchpath=[file://{settings.out_dir}]\n")
+                      f"hydra.searchpath=[file://{out_dir}]\n")
             (stage / "model" / f"{name}.yaml").write_text(header + OmegaConf.to_yaml(cfg))
         summary.to_csv(stage / "summary.csv", index=False)
         (stage / "summary.md").write_text(markdown(summary, SUMMARY_FORMATS))
         if published is not None:
             published.to_csv(stage / "published.csv", index=False)
             (stage / "published.md").write_text(markdown(published, PUBLISHED_FORMATS))
-        (stage / "coefficients.yaml").write_text(OmegaConf.to_yaml(asdict(settings.coefficients)))
-        (stage / "config.yaml").write_text(OmegaConf.to_yaml(resolved_config(settings)))
-
+        (stage / "coefficients.yaml").write_text(coefficients_yaml(coefficients))
+        if run_config is not None:
+            (stage / "config.yaml").write_text(OmegaConf.to_yaml(dict(run_config)))
     return summary, published
+
+
+# What an emission folder holds (and its report): the only things ``write_family`` may replace.
+EMITTED = frozenset({"model", "summary.csv", "summary.md", "published.csv", "published.md",
+                     "coefficients.yaml", "config.yaml", "report.html", "plots"})
+
+
+def check_replaceable(out_dir: Path) -> None:
+    """An emission replaces only an earlier emission: never a user's file or folder."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"out_dir {str(out_dir)!r} is a file, not a folder; give a folder path")
+    if out_dir.is_dir():
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in EMITTED)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise ValueError(f"out_dir {str(out_dir)!r} holds files that no emission wrote ({shown}); "
+                             "an emission replaces only an earlier one: choose a new or empty out_dir")
+
+
+def coefficients_yaml(coefficients: Coefficients, header: str = "") -> str:
+    """α, β, γ as YAML at full precision (a continuous TPE winner must read back exactly)."""
+    return header + "".join(f"{k}: {v!r}\n" for k, v in asdict(coefficients).items())

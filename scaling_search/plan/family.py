@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from scaling_search.models.backbones import ScaledModel, get_backbone
 from scaling_search.models.cost import Cost
-from scaling_search.models.scaling import Coefficients, Multipliers, Rounding
+from scaling_search.models.scaling import REFERENCE_ROUNDING, Coefficients, Multipliers, Rounding
 
 COMPOUND = "compound"
 DIMENSIONS = ("depth", "width", "resolution")
@@ -31,7 +31,10 @@ BISECTION_STEPS = 48
 
 @dataclass(frozen=True)
 class Member:
-    """One network of Step 2.
+    """One network of Step 2: a member of the compound family, or a baseline matched to one.
+
+    The one member type of Step 2: what is emitted as a config (``plan.emit``) and what is
+    trained (``steps.step2``) are both lists of these.
 
     Attributes:
         member_id: ``compound_phi2``, ``width_phi2``, ``depth_phim1`` (safe as a file name).
@@ -43,6 +46,7 @@ class Member:
         cost: its params, MACs and activations.
         macs_ratio: its MACs over the base network's.
         target_macs: the compound member's MACs at this φ (what a baseline is matched to).
+        formula_macs_ratio: (α·β²·γ²)^φ, the cost growth the formula promises at this φ.
     """
 
     member_id: str
@@ -53,11 +57,18 @@ class Member:
     cost: Cost
     macs_ratio: float
     target_macs: int
+    formula_macs_ratio: float
 
     @property
     def macs_mismatch(self) -> float:
         """MACs over the target, minus 1 (0 for compound members)."""
         return self.cost.macs / self.target_macs - 1.0
+
+    @property
+    def config_name(self) -> str:
+        """The emitted config's name: ``efficientnet_b0_phi1`` (compound), ``resnet50_width_phi2``."""
+        prefix = self.model.backbone if self.method == COMPOUND else f"{self.model.backbone}_{self.method}"
+        return f"{prefix}_{phi_tag(self.phi)}"
 
     def per_phi_coefficients(self, coefficients: Coefficients) -> Coefficients:
         """The (α, β, γ) that reach this member at its φ: the run's own for compound members;
@@ -68,22 +79,33 @@ class Member:
         return Coefficients(s.depth_mult ** (1 / self.phi), s.width_mult ** (1 / self.phi),
                             s.resolution_mult ** (1 / self.phi))
 
+    def columns(self) -> dict:
+        """What a member's records, tables and plots carry (``role`` is its method)."""
+        m = self.model.multipliers
+        return {"candidate_id": self.member_id, "role": self.method, "phi": self.phi,
+                "depth_scale": self.scale.depth_mult, "width_scale": self.scale.width_mult,
+                "resolution_scale": self.scale.resolution_mult, "resolution_px": self.model.resolution_px,
+                "params": self.cost.params, "macs": self.cost.macs, "activations": self.cost.activations,
+                "macs_ratio": self.macs_ratio, "target_macs": self.target_macs,
+                "macs_mismatch": self.macs_mismatch, "formula_macs_ratio": self.formula_macs_ratio,
+                "depth_mult": m.depth_mult, "width_mult": m.width_mult, "resolution_mult": m.resolution_mult}
+
+
+def phi_tag(phi: float) -> str:
+    """``phi1``, ``phi0p5``, ``phim1``: φ in a file name."""
+    return f"phi{phi:g}".replace(".", "p").replace("-", "m")
+
 
 def member_id(method: str, phi: float) -> str:
-    return f"{method}_phi{phi:g}".replace(".", "p").replace("-", "m")
+    return f"{method}_{phi_tag(phi)}"
 
 
 def _along(dimension: str, factor: float) -> Multipliers:
     return Multipliers(**{f"{dimension}_mult": factor})
 
 
-def _on_base(base: Multipliers, scale: Multipliers) -> Multipliers:
-    return Multipliers(base.depth_mult * scale.depth_mult, base.width_mult * scale.width_mult,
-                       base.resolution_mult * scale.resolution_mult)
-
-
 def match_macs(backbone: str, dimension: str, target_macs: int, base: Multipliers = Multipliers(),
-               resolution_px: int | None = None, rounding: Rounding = Rounding(),
+               resolution_px: int | None = None, rounding: Rounding = REFERENCE_ROUNDING,
                num_classes: int = 1000) -> tuple[float, ScaledModel, Cost]:
     """The factor along one ``dimension`` whose rounded network's MACs are closest to the target.
 
@@ -101,7 +123,7 @@ def match_macs(backbone: str, dimension: str, target_macs: int, base: Multiplier
 
     def at(factor: float) -> tuple[ScaledModel, Cost]:
         if factor not in cache:
-            model = bb.scale(_on_base(base, _along(dimension, factor)), rounding, resolution_px)
+            model = bb.scale(base * _along(dimension, factor), rounding, resolution_px)
             cache[factor] = (model, model.cost(num_classes))
         return cache[factor]
 
@@ -131,12 +153,18 @@ def match_macs(backbone: str, dimension: str, target_macs: int, base: Multiplier
 
 def plan_family(backbone: str, coefficients: Coefficients, phis: Sequence[float],
                 baselines: Sequence[str] = DIMENSIONS, base: Multipliers = Multipliers(),
-                resolution_px: int | None = None, rounding: Rounding = Rounding(),
+                resolution_px: int | None = None, rounding: Rounding = REFERENCE_ROUNDING,
                 num_classes: int = 1000) -> list[Member]:
-    """The compound member at each φ and, for φ ≠ 0, each baseline matched to its MACs.
+    """The compound member at each φ and, for φ ≠ 0, each of ``baselines`` matched to its MACs.
 
-    Members come ordered by φ, then by method (compound, depth, width, resolution).
+    ``baselines=()`` gives the compound family alone (what ``scale`` emits without training).
+    Members come ordered by φ (duplicates dropped), then by method (compound, depth, width,
+    resolution).
     """
+    if not len(phis):
+        raise ValueError("phis is empty; give at least one phi, e.g. phis=[1,2,3]")
+    if not all(math.isfinite(float(p)) for p in phis):
+        raise ValueError(f"phis must be finite numbers, got {list(phis)}")
     unknown = [b for b in baselines if b not in DIMENSIONS]
     if unknown:
         raise ValueError(f"baselines must be among {', '.join(DIMENSIONS)}, got {', '.join(map(str, unknown))}")
@@ -145,10 +173,11 @@ def plan_family(backbone: str, coefficients: Coefficients, phis: Sequence[float]
     members = []
     for phi in sorted({float(p) for p in phis}):
         scale = coefficients.multipliers(phi)
-        model = bb.scale(_on_base(base, scale), rounding, resolution_px)
+        model = bb.scale(base * scale, rounding, resolution_px)
         cost = model.cost(num_classes)
+        formula = coefficients.formula_macs_ratio(phi)
         members.append(Member(member_id(COMPOUND, phi), COMPOUND, phi, scale, model, cost,
-                              cost.macs / base_macs, cost.macs))
+                              cost.macs / base_macs, cost.macs, formula))
         if phi == 0:
             continue  # every method's φ = 0 is the base network itself
         for dim in DIMENSIONS:
@@ -157,5 +186,5 @@ def plan_family(backbone: str, coefficients: Coefficients, phis: Sequence[float]
             factor, single, single_cost = match_macs(backbone, dim, cost.macs, base, resolution_px,
                                                      rounding, num_classes)
             members.append(Member(member_id(dim, phi), dim, phi, _along(dim, factor), single,
-                                  single_cost, single_cost.macs / base_macs, cost.macs))
+                                  single_cost, single_cost.macs / base_macs, cost.macs, formula))
     return members

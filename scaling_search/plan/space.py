@@ -151,6 +151,16 @@ class Candidate:
     macs_ratio: float
     merged: tuple[str, ...] = field(default=())
 
+    def columns(self, role: str = "candidate") -> dict:
+        """What a candidate's records, tables and plots carry beside each trial's outcome."""
+        c, m = self.coefficients, self.model.multipliers
+        return {"role": role, "depth_coef": c.depth_coef, "width_coef": c.width_coef,
+                "resolution_coef": c.resolution_coef, "product": float(self.product),
+                "depth_mult": m.depth_mult, "width_mult": m.width_mult, "resolution_mult": m.resolution_mult,
+                "resolution_px": self.model.resolution_px, "params": self.cost.params, "macs": self.cost.macs,
+                "activations": self.cost.activations, "macs_ratio": self.macs_ratio,
+                "merged": ";".join(self.merged)}
+
 
 def candidate_id(a: Fraction, b: Fraction, g: Fraction, decimals: int = 2) -> str:
     return f"d{float(a):.{decimals}f}_w{float(b):.{decimals}f}_r{float(g):.{decimals}f}"
@@ -182,8 +192,7 @@ def build_candidates(space: SearchSpace, backbone: str, base: Multipliers = Mult
     bb = get_backbone(backbone)
 
     def scaled(a: float, b: float, g: float) -> ScaledModel:
-        return bb.scale(Multipliers(base.depth_mult * a, base.width_mult * b,
-                                    base.resolution_mult * g), rounding, resolution_px)
+        return bb.scale(base * Multipliers(a, b, g), rounding, resolution_px)
 
     base_cost = scaled(1.0, 1.0, 1.0).cost(num_classes)
     points = (enumerate_coefficients(space) if space.filter_on == "formula"

@@ -1,12 +1,12 @@
 """Step 2 end to end: the scaled family and its single-dimension baselines, trained and compared.
 
-The plan (``family.plan_family``) is written down first; then every member is trained with the
-Step-1 trainer through the same runners (Ray Tune or local), recorded as it ends, mirrored into
-the Optuna study, and the tables are rebuilt from the records alone, so an interrupted run
-resumes where it stopped.
+The plan (``plan.family.plan_family``) is written down first; then every member goes through
+Step 1's run pipeline (``steps.pipeline``): trained with the same trainer and runners (Ray Tune
+or local), recorded as it ends, mirrored into the Optuna study, and the tables are rebuilt from
+the records alone, so an interrupted run resumes where it stopped.
 
 Output, in ``out_dir``: ``step2.json`` (what defines the run), ``members.csv``, ``configs/``
-(the family's model configs, from the core's emitter), ``trials/``, ``results.parquet|csv``,
+(the family's model configs, from the emitter), ``trials/``, ``results.parquet|csv``,
 ``epochs.parquet|csv``, ``family.csv|md`` (top-1 against MACs, params and activations per
 member), ``comparison.csv|md`` (per φ: compound against each single dimension), ``optuna.db``
 and ``ray/``.
@@ -15,21 +15,23 @@ and ``ray/``.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import optuna
 import pandas as pd
 
-from scaling_search.settings import ScaleSettings
-from scaling_search.train.data import load_dataset, num_classes_of, train_image_count
-from scaling_search.plan.emit import markdown, resolved_config, write_family
-from scaling_search.train.execution import (check_identity, make_runner, ray_session, run_specs,
-                                      write_identity, write_trial_tables)
-from scaling_search.plan.family import COMPOUND, DIMENSIONS, METHODS, Member, plan_family
-from scaling_search.files import atomic_output, atomic_write_text, plain
 from scaling_search.analysis.results import rank
+from scaling_search.files import plain
 from scaling_search.models.scaling import Multipliers
-from scaling_search.train.trial import TrialSpec, trial_id
+from scaling_search.plan.emit import write_family
+from scaling_search.plan.family import COMPOUND, DIMENSIONS, METHODS, Member, plan_family
+from scaling_search.settings import ScaleSettings
+from scaling_search.steps.pipeline import RunFolder, collect, trial_specs, with_training_macs
+from scaling_search.tables import markdown, verdict, write_table
+from scaling_search.train.data import load_dataset, num_classes_of, train_image_count
+from scaling_search.train.execution import make_runner, ray_session, run_specs, uses_ray
 
 IDENTITY_FILE = "step2.json"
 MEMBER_KEYS = ("candidate_id", "role", "phi", "depth_scale", "width_scale", "resolution_scale",
@@ -43,6 +45,7 @@ FAMILY_FORMATS = {"phi": "{:g}", "depth_scale": "{:.3f}", "width_scale": "{:.3f}
                   "macs_ratio": "{:.2f}", "target_macs": "{:,}", "macs_mismatch": "{:+.3f}",
                   "top1_mean": "{:.4f}", "top1_std": "{:.4f}", "top1_ci95": "{:.4f}",
                   "top1_per_mmacs": "{:.4f}", "train_macs": "{:.3e}"}
+STUDY_ATTRS = ("role", "phi", "macs", "params", "resolution_px", "macs_ratio")
 
 
 @dataclass(frozen=True)
@@ -52,17 +55,6 @@ class Step2Outcome:
     comparison: pd.DataFrame | None  # one row per φ > 0
     trials: int
     failed: int
-
-
-def member_columns(m: Member) -> dict:
-    """What a member's records, tables and plots carry (``role`` is its method)."""
-    return {"candidate_id": m.member_id, "role": m.method, "phi": m.phi,
-            "depth_scale": m.scale.depth_mult, "width_scale": m.scale.width_mult,
-            "resolution_scale": m.scale.resolution_mult, "resolution_px": m.model.resolution_px,
-            "params": m.cost.params, "macs": m.cost.macs, "activations": m.cost.activations,
-            "macs_ratio": m.macs_ratio, "target_macs": m.target_macs, "macs_mismatch": m.macs_mismatch,
-            "depth_mult": m.model.multipliers.depth_mult, "width_mult": m.model.multipliers.width_mult,
-            "resolution_mult": m.model.multipliers.resolution_mult}
 
 
 def plan(s: ScaleSettings) -> tuple[list[Member], int]:
@@ -76,32 +68,17 @@ def plan(s: ScaleSettings) -> tuple[list[Member], int]:
 
 def identity(s: ScaleSettings) -> dict:
     """The settings that decide what a Step-2 trial computes (φ and seeds may grow on a re-run)."""
-    from dataclasses import asdict
-
     return plain({"backbone": s.backbone, "coefficients": asdict(s.coefficients),
-                            "base": [s.base_depth_mult, s.base_width_mult, s.resolution_px],
-                            "data": asdict(s.data), "rounding": asdict(s.rounding),
-                            "trainer": {k: v for k, v in asdict(s.trainer).items() if k != "num_threads"}})
-
-
-def specs_for(s: ScaleSettings, members: list[Member]) -> list[TrialSpec]:
-    """One trial per (member, seed), the costliest first so the last to finish are short."""
-    specs = []
-    for m in sorted(members, key=lambda m: (-m.cost.macs, m.member_id)):
-        c = m.per_phi_coefficients(s.coefficients)
-        mult = m.model.multipliers
-        specs += [TrialSpec(trial_id(s.tag, m.member_id, seed), m.member_id, seed, s.backbone,
-                            c.depth_coef, c.width_coef, c.resolution_coef, mult.depth_mult,
-                            mult.width_mult, mult.resolution_mult, s.resolution_px,
-                            asdict(s.rounding), s.imports) for seed in s.seeds]
-    return specs
+                  "base": [s.base_depth_mult, s.base_width_mult, s.resolution_px],
+                  "data": asdict(s.data), "rounding": asdict(s.rounding),
+                  "trainer": {k: v for k, v in asdict(s.trainer).items() if k != "num_threads"}})
 
 
 def dry_run(s: ScaleSettings, members: list[Member], out=sys.stdout) -> pd.DataFrame:
     """Prints the members with the training compute they imply, and writes nothing."""
-    df = pd.DataFrame([member_columns(m) for m in members])
     n_train = train_image_count(s.data)
-    df["train_macs"] = 3 * df["macs"] * n_train * s.trainer.epochs * len(s.seeds)
+    df = with_training_macs(pd.DataFrame([m.columns() for m in members]), n_train, s.trainer.epochs,
+                            len(s.seeds))
     print(markdown(df[[*MEMBER_KEYS, "train_macs"]], FAMILY_FORMATS), file=out)
     print(f"{len(members)} networks, {len(s.seeds)} seed(s); about {df['train_macs'].sum():.3e} training "
           f"MACs over ~{n_train} training images x {s.trainer.epochs} epochs", file=out)
@@ -110,56 +87,37 @@ def dry_run(s: ScaleSettings, members: list[Member], out=sys.stdout) -> pd.DataF
 
 def train_family(s: ScaleSettings, out=sys.stdout) -> Step2Outcome | None:
     """Runs (or resumes) Step 2 as ``s`` describes and writes its tables; None for a dry run."""
-    from scaling_search.train.execution import uses_ray
-    from scaling_search.train.study import open_study, storage_url
-
     members, num_classes = plan(s)
     if s.dry_run:
         dry_run(s, members, out)
         return None
-    check_identity(s.out_dir, IDENTITY_FILE, identity(s), "Step-2 run")
-    columns = {m.member_id: member_columns(m) for m in members}
-    specs = specs_for(s, members)
+    run = RunFolder(s.out_dir, IDENTITY_FILE, identity(s), "Step-2 run")
+    run.check()
+    columns = {m.member_id: m.columns() for m in members}
+    # The costliest first, so that the last trials to finish are short ones.
+    by_cost = sorted(members, key=lambda m: (-m.cost.macs, m.member_id))
+    specs = trial_specs(s.tag, [(m.member_id, m.per_phi_coefficients(s.coefficients), m.model) for m in by_cost],
+                        s.seeds, s.resolution_px, s.rounding, s.imports)
     with ray_session(s.runner, uses_ray(s.runner_kind)):
         data = load_dataset(s.data, max(m.model.resolution_px for m in members))
-        url = storage_url(s.study_storage, s.out_dir)
-        study = open_study(url, s.study_name or s.out_dir.name) if s.study_storage else None
-        s.out_dir.mkdir(parents=True, exist_ok=True)
-        write_identity(s.out_dir, IDENTITY_FILE, identity(s))
-        _write_run_files(s, num_classes, columns)
-        study = study or open_study(url, s.study_name or s.out_dir.name)
-        run_specs(s.out_dir, specs, columns, data, s.trainer,
-                  make_runner(s.runner_kind, s.runner, s.out_dir), study, _params,
-                  _distributions(s), ("role", "phi", "macs", "params", "resolution_px", "macs_ratio"),
-                  s.runner_kind, out, unit="networks")
-    return summarise(s, out)
+        study = run.open(plain(asdict(s)), s.study_storage, s.study_name)
+        compound = [m for m in members if m.method == COMPOUND]
+        write_family(s.out_dir / "configs", compound, s.coefficients, s.rounding, num_classes, s.resolution_px,
+                     Multipliers(s.base_depth_mult, s.base_width_mult), plain(asdict(s)),
+                     s.compare_published, "scaling_search.scale")
+        write_table(pd.DataFrame(columns.values()), s.out_dir / "members")
+
+        def params_of(spec) -> dict:
+            return {"method": columns[spec.candidate_id]["role"], "phi": columns[spec.candidate_id]["phi"]}
+
+        run_specs(s.out_dir, specs, columns, data, s.trainer, make_runner(s.runner_kind, s.runner, s.out_dir),
+                  study, params_of, _distributions(s.phis), STUDY_ATTRS, s.runner_kind, out)
+    return summarise(s.out_dir, out)
 
 
-def _params(spec: TrialSpec) -> dict:
-    method, _, phi = spec.candidate_id.partition("_phi")
-    return {"method": method, "phi": float(phi.replace("p", ".").replace("m", "-"))}
-
-
-def _distributions(s: ScaleSettings) -> dict:
-    import optuna
-
+def _distributions(phis: Sequence[float]) -> dict:
     return {"method": optuna.distributions.CategoricalDistribution(list(METHODS)),
-            "phi": optuna.distributions.FloatDistribution(min(s.phis), max(s.phis))}
-
-
-def _write_run_files(s: ScaleSettings, num_classes: int, columns: dict[str, dict]) -> None:
-    import json
-
-    from omegaconf import OmegaConf
-
-    from scaling_search.environment import capture
-
-    write_family(replace(s, num_classes=num_classes, out_dir=s.out_dir / "configs"),
-                 "scaling_search.scale")
-    atomic_write_text(s.out_dir / "config.yaml", OmegaConf.to_yaml(resolved_config(s)))
-    atomic_write_text(s.out_dir / "environment.json", json.dumps(capture(), indent=1))
-    with atomic_output(s.out_dir / "members.csv") as tmp:
-        pd.DataFrame(columns.values()).to_csv(tmp, index=False)
+            "phi": optuna.distributions.FloatDistribution(min(phis), max(phis))}
 
 
 def comparison_frame(family: pd.DataFrame) -> pd.DataFrame:
@@ -183,36 +141,31 @@ def comparison_frame(family: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summarise(s: ScaleSettings, out=sys.stdout) -> Step2Outcome:
+def summarise(out_dir: Path, out=sys.stdout) -> Step2Outcome:
     """Builds the tables from the records and prints the compound-vs-single verdict."""
-    results, failed = write_trial_tables(s.out_dir, RESULT_COLUMNS, out)
+    results, failed = collect(out_dir, RESULT_COLUMNS, out)
     try:
         family = rank(results, keys=MEMBER_KEYS)
     except ValueError as e:
         print(f"no table: {e}", file=out)
-        return Step2Outcome(s.out_dir, None, None, len(results), failed)
+        return Step2Outcome(out_dir, None, None, len(results), failed)
     family = family.sort_values(["phi", "role"], key=lambda c: c.map(_method_order) if c.name == "role" else c,
                                 ignore_index=True)
-    with atomic_output(s.out_dir / "family.csv") as tmp:
-        family.to_csv(tmp, index=False)
-    atomic_write_text(s.out_dir / "family.md", markdown(family, FAMILY_FORMATS))
+    write_table(family, out_dir / "family", FAMILY_FORMATS)
     comparison = comparison_frame(family)
-    with atomic_output(s.out_dir / "comparison.csv") as tmp:
-        comparison.to_csv(tmp, index=False)
     formats = {c: "{:.4f}" for c in comparison if c.endswith("top1") or c == "compound_margin"}
     formats.update({c: "{:,.0f}" for c in comparison if c.endswith("macs")})
-    atomic_write_text(s.out_dir / "comparison.md", markdown(comparison, formats))
+    write_table(comparison, out_dir / "comparison", formats)
     shown = ["candidate_id", "role", "phi", "resolution_px", "macs", "macs_ratio", "macs_mismatch",
              "top1_mean", "top1_std", "seeds"]
     print(markdown(family[shown], FAMILY_FORMATS), file=out)
     for _, r in comparison.iterrows():
         if "best_single" in r and isinstance(r["best_single"], str):
-            verdict = "beats" if r["compound_wins"] else "does not beat"
-            print(f"phi={r['phi']:g}: compound (top-1 {r['compound_top1']:.4f}) {verdict} the best single "
-                  f"dimension, {r['best_single']} ({r[r['best_single'] + '_top1']:.4f}), at matched MACs",
-                  file=out)
-    print(f"Step-2 tables in {s.out_dir} (family.md, comparison.md)", file=out, flush=True)
-    return Step2Outcome(s.out_dir, family, comparison, len(results), failed)
+            best = f"the best single dimension, {r['best_single']} ({r[r['best_single'] + '_top1']:.4f})"
+            print(f"phi={r['phi']:g}: compound (top-1 {r['compound_top1']:.4f}) "
+                  f"{verdict(r['compound_margin'], best)}, at matched MACs", file=out)
+    print(f"Step-2 tables in {out_dir} (family.md, comparison.md)", file=out, flush=True)
+    return Step2Outcome(out_dir, family, comparison, len(results), failed)
 
 
 def _method_order(method: str) -> int:

@@ -119,7 +119,7 @@ def _split(images: torch.Tensor, labels: torch.Tensor, settings: DataSettings, n
 
 def load_digits_data(settings: DataSettings) -> ImageData:
     """scikit-learn's 1,797 8×8 digits (grey 0–16), as 3-channel uint8 images."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # lazy: only the dataset asked for is imported
 
     d = load_digits()
     x = torch.from_numpy(d.images).float().mul_(255 / 16).round_().to(torch.uint8)
@@ -175,7 +175,7 @@ def load_synthetic(settings: DataSettings) -> ImageData:
 
 def load_cifar(settings: DataSettings) -> ImageData:
     """CIFAR-10/100's training set via torchvision, with ``val_fraction`` of it held out."""
-    from torchvision import datasets
+    from torchvision import datasets  # lazy: only the dataset asked for is imported
 
     base = datasets.CIFAR10 if settings.name == "cifar10" else datasets.CIFAR100
     root = Path(settings.root).expanduser()
@@ -207,7 +207,7 @@ def load_cifar(settings: DataSettings) -> ImageData:
 def load_image_folder(settings: DataSettings, image_px: int) -> ImageData:
     """A folder of class sub-folders (``root/train`` + ``root/val``, or ``root`` split here),
     decoded once, resized (shorter side) and centre-cropped to ``image_px``."""
-    from torchvision import datasets, transforms
+    from torchvision import datasets, transforms  # lazy: only the dataset asked for is imported
 
     root = Path(settings.root).expanduser()
     if not root.is_dir():

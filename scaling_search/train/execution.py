@@ -1,7 +1,7 @@
 """Running a fixed list of trials into a run folder: what Step 1 and Step 2 share.
 
 A run folder holds an identity file (the settings that decide what its trials compute; a
-re-run with other settings is refused), one record per ended trial (``results.TrialStore``),
+re-run with other settings is refused), one record per ended trial (``records.TrialStore``),
 the Optuna study those trials are mirrored into, and Ray Tune's experiment. ``run_specs``
 trains the trials not yet recorded, so a re-run after an interruption resumes where it stopped.
 """
@@ -13,14 +13,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pandas as pd
-
+from scaling_search.files import atomic_write_text
+from scaling_search.settings import RaySettings
 from scaling_search.train.data import ImageData
-from scaling_search.files import atomic_output, atomic_write_text
 from scaling_search.train.progress import Progress
-from scaling_search.analysis.results import TrialStore
+from scaling_search.train.records import TrialStore
+from scaling_search.train.runners import LocalRunner
+from scaling_search.train.runners.ray_tune import RayTuneRunner, check_cluster, check_local_gpus, start_ray
+from scaling_search.train.study import record_trial, recorded_ids
 from scaling_search.train.trainer import TrainSettings
 from scaling_search.train.trial import TrialSpec
+
 
 class RunInterrupted(Exception):
     """The runner returned before every trial ended (Ctrl-C in Ray Tune); nothing is ranked."""
@@ -42,26 +45,16 @@ def write_identity(out_dir: Path, file_name: str, identity: dict) -> None:
     atomic_write_text(Path(out_dir) / file_name, json.dumps(identity, indent=1))
 
 
-def write_table(df: pd.DataFrame, stem: Path) -> None:
-    """``stem.parquet`` and ``stem.csv``, each written atomically."""
-    with atomic_output(stem.with_suffix(".parquet")) as tmp:
-        df.to_parquet(tmp, index=False)
-    with atomic_output(stem.with_suffix(".csv")) as tmp:
-        df.to_csv(tmp, index=False)
-
-
 def uses_ray(kind: str, executor: str = "ray") -> bool:
     return kind == "ray" or (kind == "optuna_tpe" and executor == "ray")
 
 
 @contextmanager
-def ray_session(settings, needed: bool) -> Iterator[None]:
+def ray_session(settings: RaySettings, needed: bool) -> Iterator[None]:
     """Starts (or joins) Ray when ``needed``, checks it can hold a trial, and shuts down what it started."""
     if not needed:
         yield
         return
-    from scaling_search.train.runners.ray_tune import check_cluster, check_local_gpus, start_ray
-
     check_local_gpus(settings)
     owns_ray = start_ray(settings)
     try:
@@ -69,19 +62,15 @@ def ray_session(settings, needed: bool) -> Iterator[None]:
         yield
     finally:
         if owns_ray:
-            import ray
+            import ray  # here, not at the top: importing Ray costs a second that runner=local never needs
 
             ray.shutdown()
 
 
-def make_runner(kind: str, settings, out_dir: Path):
+def make_runner(kind: str, settings: RaySettings, out_dir: Path):
     """``LocalRunner`` for ``local``; else Ray Tune with its experiment under ``out_dir/ray``."""
-    from scaling_search.train.runners import LocalRunner
-
     if kind == "local":
         return LocalRunner(max(1, int(settings.cpus_per_trial)))
-    from scaling_search.train.runners.ray_tune import RayTuneRunner
-
     return RayTuneRunner(settings, Path(out_dir) / "ray")
 
 
@@ -100,8 +89,6 @@ def run_specs(out_dir: Path, specs: list[TrialSpec], columns: dict[str, dict], d
     Raises:
         RunInterrupted: the runner returned with trials unrecorded (Ctrl-C under Ray Tune).
     """
-    from scaling_search.train.study import record_trial, recorded_ids
-
     store = TrialStore(out_dir)
     done = store.finished_ids()
     pending = [sp for sp in specs if sp.trial_id not in done]
@@ -131,17 +118,3 @@ def run_specs(out_dir: Path, specs: list[TrialSpec], columns: dict[str, dict], d
     missing = [sp.trial_id for sp in specs if sp.trial_id not in ended]
     if missing:  # Ray Tune returns, rather than raises, when it is interrupted
         raise RunInterrupted(f"{len(missing)} of {len(specs)} trials did not run")
-
-
-def write_trial_tables(out_dir: Path, columns: list[str] | None = None, out=None) -> tuple[pd.DataFrame, int]:
-    """``results`` and ``epochs`` (parquet + CSV) rebuilt from the trial records; (results, failed)."""
-    from scaling_search.analysis.results import RESULT_COLUMNS, epochs_frame, results_frame
-
-    records = TrialStore(out_dir).load()
-    results = results_frame(records, columns or RESULT_COLUMNS)
-    write_table(results, Path(out_dir) / "results")
-    write_table(epochs_frame(records), Path(out_dir) / "epochs")
-    failed = int((results["status"] == "failed").sum())
-    if failed and out is not None:
-        print(f"{failed} trial(s) failed; their errors are in results.csv", file=out)
-    return results, failed

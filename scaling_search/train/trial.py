@@ -14,10 +14,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from scaling_search.models.backbones import get_backbone
-from scaling_search.models.backbones import import_plugins
+from scaling_search.models.backbones import ScaledModel, get_backbone, import_plugins
+from scaling_search.models.scaling import Coefficients, Multipliers, Rounding
 from scaling_search.train.data import ImageData
-from scaling_search.models.scaling import Multipliers, Rounding
 from scaling_search.train.trainer import OnEpoch, TrainSettings, train
 
 OK, FAILED, STOPPED = "ok", "failed", "stopped"
@@ -49,6 +48,15 @@ class TrialSpec:
     @classmethod
     def from_dict(cls, d: dict) -> TrialSpec:
         return cls(**{**d, "imports": tuple(d.get("imports", ()))})
+
+    @classmethod
+    def of(cls, trial_id: str, candidate_id: str, seed: int, coefficients: Coefficients, model: ScaledModel,
+           base_resolution_px: int | None, rounding: Rounding, imports: tuple[str, ...] = ()) -> TrialSpec:
+        """The spec that trains ``model`` (reached by ``coefficients``) with ``seed``."""
+        c, m = coefficients, model.multipliers
+        return cls(trial_id, candidate_id, seed, model.backbone, c.depth_coef, c.width_coef,
+                   c.resolution_coef, m.depth_mult, m.width_mult, m.resolution_mult, base_resolution_px,
+                   asdict(rounding), tuple(imports))
 
 
 def trial_id(backbone_tag: str, candidate_id: str, seed: int) -> str:

@@ -1,0 +1,100 @@
+"""The run pipeline every step shares: set up a run folder, launch its trials, collect, analyse.
+
+A step (Step 1's grid or TPE search, Step 2's family) plans its networks first, touching no
+file, then goes through the same stages:
+
+1. **setup** (``RunFolder.check`` before anything starts, ``RunFolder.open`` once it can): a
+   re-run is refused if it would mix incomparable trials; the user's study storage is opened
+   before anything is written; then the folder, its identity, ``config.yaml`` and
+   ``environment.json``;
+2. **launch** (``train.execution.run_specs``): every trial not yet recorded, through a runner;
+3. **collect** (``collect``): the ``results`` and ``epochs`` tables, rebuilt from the records;
+4. **analyse**: the step's own tables (``tables.write_table``), in one wording (``tables.verdict``).
+
+Each stage takes the values it needs, not a step's whole settings object.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import pandas as pd
+from omegaconf import OmegaConf
+
+from scaling_search.analysis.results import RESULT_COLUMNS, epochs_frame, results_frame
+from scaling_search.environment import capture
+from scaling_search.files import atomic_write_text
+from scaling_search.models.backbones import ScaledModel
+from scaling_search.models.scaling import Coefficients, Rounding
+from scaling_search.settings import storage_url
+from scaling_search.tables import write_table
+from scaling_search.train.execution import check_identity, write_identity
+from scaling_search.train.records import TrialStore
+from scaling_search.train.study import open_study
+from scaling_search.train.trial import FAILED, TrialSpec, trial_id
+
+# Training costs about 3x the forward pass (forward + backward), per image and epoch.
+TRAIN_MACS_PER_FORWARD = 3
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run's folder and what defines it: the settings that decide what its trials compute.
+
+    Attributes:
+        out_dir: the folder (absolute, stable: a re-run resumes it).
+        identity_file: where the identity is kept (``search.json``, ``step2.json``).
+        identity: the settings a re-run must share.
+        what: how the messages name the run ("search", "Step-2 run").
+    """
+
+    out_dir: Path
+    identity_file: str
+    identity: dict
+    what: str
+
+    def check(self) -> None:
+        """Refuses a folder that holds another run (before anything starts)."""
+        check_identity(self.out_dir, self.identity_file, self.identity, self.what)
+
+    def open(self, config: dict, study_storage: str | None, study_name: str | None,
+             sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+        """Creates the folder with its identity, ``config.yaml`` and ``environment.json``; returns
+        the run's Optuna study. A user's storage is opened first, so a bad URL writes nothing."""
+        url, name = storage_url(study_storage, self.out_dir), study_name or self.out_dir.name
+        study = open_study(url, name, sampler) if study_storage else None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        write_identity(self.out_dir, self.identity_file, self.identity)
+        atomic_write_text(self.out_dir / "config.yaml", OmegaConf.to_yaml(config))
+        atomic_write_text(self.out_dir / "environment.json", json.dumps(capture(), indent=1))
+        return study or open_study(url, name, sampler)
+
+
+def trial_specs(tag: str, units: Iterable[tuple[str, Coefficients, ScaledModel]], seeds: list[int],
+                base_resolution_px: int | None, rounding: Rounding,
+                imports: tuple[str, ...]) -> list[TrialSpec]:
+    """One spec per (unit, seed), in the given order; a unit is (id, coefficients, model)."""
+    return [TrialSpec.of(trial_id(tag, uid, seed), uid, seed, coefficients, model, base_resolution_px,
+                         rounding, imports)
+            for uid, coefficients, model in units for seed in seeds]
+
+
+def with_training_macs(df: pd.DataFrame, train_images: int, epochs: int, seeds: int) -> pd.DataFrame:
+    """``df`` (one row per network, with ``macs``) with the ``train_macs`` its training needs."""
+    return df.assign(train_macs=TRAIN_MACS_PER_FORWARD * df["macs"] * train_images * epochs * seeds)
+
+
+def collect(out_dir: Path, columns: list[str] = RESULT_COLUMNS, out=None) -> tuple[pd.DataFrame, int]:
+    """``results`` and ``epochs`` (parquet + CSV) rebuilt from the trial records; (results, failed)."""
+    records = TrialStore(out_dir).load()
+    results = results_frame(records, columns)
+    write_table(results, Path(out_dir) / "results", parquet=True)
+    write_table(epochs_frame(records), Path(out_dir) / "epochs", parquet=True)
+    failed = int((results["status"] == FAILED).sum())
+    if failed and out is not None:
+        print(f"{failed} trial(s) failed; their errors are in results.csv", file=out)
+    return results, failed

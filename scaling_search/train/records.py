@@ -1,0 +1,37 @@
+"""A run's trial records: one JSON file per ended trial, written the moment it ends.
+
+Each ended trial is written at once, atomically, to ``<run>/trials/<trial_id>.json`` (its spec,
+final row and per-epoch history, and the columns of the candidate it trained), so an
+interrupted run loses at most the trials that were running, and a re-run skips every trial
+already recorded as ``ok`` or ``stopped`` (failed ones run again). Every table of a run is
+built from these records alone, as pycls's sweep analysis builds its from the logs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from scaling_search.files import atomic_write_text
+from scaling_search.train.trial import OK, STOPPED
+
+
+class TrialStore:
+    """The ``trials/`` folder of one run."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = Path(run_dir) / "trials"
+
+    def save(self, spec: dict, row: dict, history: list[dict], candidate: dict) -> None:
+        """Writes one ended trial; ``candidate`` holds its coefficients and cost columns."""
+        record = {"spec": spec, "candidate": candidate, "row": row, "history": history}
+        atomic_write_text(self.dir / f"{spec['trial_id']}.json", json.dumps(record, indent=1))
+
+    def load(self) -> list[dict]:
+        if not self.dir.is_dir():
+            return []
+        return [json.loads(p.read_text()) for p in sorted(self.dir.glob("*.json"))]
+
+    def finished_ids(self) -> set[str]:
+        """Trials that need no re-run: finished or stopped early by the scheduler."""
+        return {r["row"]["trial_id"] for r in self.load() if r["row"]["status"] in (OK, STOPPED)}

@@ -1,0 +1,85 @@
+"""The steps on the shared run pipeline, without training: what they write and how they stop."""
+
+from __future__ import annotations
+
+import io
+
+import optuna
+import pytest
+import yaml
+
+from conftest import TINY, compose_grid
+from scaling_search.models.scaling import Rounding
+from scaling_search.steps import step1
+from scaling_search.steps.pipeline import RunFolder
+from scaling_search.train.execution import RunInterrupted
+from scaling_search.train.records import TrialStore
+
+
+def _record(store: TrialStore, cid: str, role: str, coefficients: tuple[float, float, float], top1: float):
+    a, b, g = coefficients
+    spec = {"trial_id": f"t_{cid}_s0", "candidate_id": cid, "seed": 0}
+    columns = {"role": role, "depth_coef": a, "width_coef": b, "resolution_coef": g, "product": a * b * b * g * g,
+               "depth_mult": a, "width_mult": b, "resolution_mult": g, "resolution_px": 16, "params": 1000,
+               "macs": int(1e6 * a * b * b * g * g), "activations": 10, "macs_ratio": a * b * b * g * g,
+               "merged": ""}
+    row = {"trial_id": spec["trial_id"], "status": "ok", "error": "", "final_top1": top1, "best_top1": top1}
+    store.save(spec, row, [], columns)
+
+
+def test_a_continuous_winner_is_frozen_at_full_precision(tmp_path):
+    """A TPE winner such as alpha=1.2345678901 must read back exactly, not to 6 digits."""
+    alpha, beta = 1.2345678901234, 1.0123456789
+    gamma = (2 / (alpha * beta**2)) ** 0.5
+    store = TrialStore(tmp_path)
+    _record(store, "d1.0000_w1.0000_r1.0000", "baseline", (1.0, 1.0, 1.0), 0.5)
+    _record(store, "d1.2346_w1.0123_r1.2541", "candidate", (alpha, beta, gamma), 0.9)
+    outcome = step1.summarise(tmp_path, "resnet18", "digits", Rounding(), (1.0,), 10, io.StringIO())
+    frozen = yaml.safe_load((tmp_path / "coefficients.yaml").read_text())
+    assert frozen == {"depth_coef": alpha, "width_coef": beta, "resolution_coef": gamma}
+    assert yaml.safe_load((tmp_path / "step2" / "coefficients.yaml").read_text()) == frozen
+    assert outcome.winner["depth_coef"] == alpha
+
+
+class _CutOffRunner:
+    """Reports the first trial of each batch, then returns: what Ray Tune does on Ctrl-C."""
+
+    concurrency = 2
+    resume = True
+
+    def __init__(self):
+        self.batches = 0
+
+    def run(self, specs, data, trainer, on_result, progress=None):
+        self.batches += 1
+        spec = specs[0]
+        on_result(spec, {"trial_id": spec.trial_id, "status": "ok", "error": "", "final_top1": 0.5},
+                  [{"epoch": 1, "val/top1": 0.5}])
+
+
+def test_ctrl_c_stops_a_tpe_search_and_leaves_no_trial_running(tmp_path, monkeypatch):
+    settings = compose_grid(tmp_path, *TINY, "runner=optuna_tpe", "runner.executor=local", "runner.n_trials=4")
+    runner = _CutOffRunner()
+    monkeypatch.setattr(step1, "make_runner", lambda *a, **k: runner)
+    with pytest.raises(RunInterrupted, match="1 of 2 TPE samples"):
+        step1.run_search(settings, io.StringIO())
+    assert runner.batches == 1  # the search stopped; it did not sample on
+    study = optuna.load_study(study_name=settings.out_dir.name,
+                              storage=f"sqlite:///{settings.out_dir / 'optuna.db'}")
+    trials = study.get_trials()
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    (done,) = [t for t in trials if t.user_attrs.get("trained")]  # (infeasible samples are not)
+    assert done.state == optuna.trial.TrialState.COMPLETE and done.value == 0.5
+    (cut,) = [t for t in trials if t.user_attrs.get("interrupted")]
+    assert cut.state == optuna.trial.TrialState.FAIL
+    assert len(TrialStore(settings.out_dir).load()) == 1
+
+
+def test_a_run_folder_holding_another_run_is_refused_before_anything_is_written(tmp_path):
+    first = RunFolder(tmp_path / "run", "search.json", {"backbone": "resnet18"}, "search")
+    first.open({"seed": 0}, None, None)
+    other = RunFolder(tmp_path / "run", "search.json", {"backbone": "resnet50"}, "search")
+    with pytest.raises(ValueError, match="holds a search with different backbone"):
+        other.check()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "config.yaml", "environment.json", "optuna.db", "search.json"]
