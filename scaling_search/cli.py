@@ -1,23 +1,36 @@
-"""What the command-line entry points share: bad input as one line and exit status 2.
+"""What the command-line apps share: their config schemas, and bad input as one line and exit 2.
 
-Hydra reports its own errors (a malformed override, an unknown key) over several lines with
-exit status 1, after which nothing has been written. ``run_hydra_app`` first parses the
-overrides and composes the config with Hydra's own parser, so such errors become one line and
-exit status 2; ``user_errors`` does the same for errors raised by the app itself.
+Importing this module registers the apps' schemas (``settings.GridConfig``, ``ScaleConfig``) in
+Hydra's ConfigStore, where ``conf/grid.yaml`` and ``conf/scale.yaml`` name them first in their
+defaults list. Hydra reports its own errors (a malformed override, an unknown key, a value of
+the wrong type) over several lines with exit status 1, after which nothing has been written.
+``run_hydra_app`` first parses the overrides and composes the config with Hydra's own parser,
+so such errors become one line and exit status 2; ``user_errors`` does the same for errors
+raised by the app itself.
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
-from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException
+from omegaconf.errors import (InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException,
+                             ValidationError)
+
+from scaling_search.settings import GridConfig, ScaleConfig
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
+ConfigStore.instance().store(name="grid_schema", node=GridConfig)
+ConfigStore.instance().store(name="scale_schema", node=ScaleConfig)
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # the shell's status for a job stopped by Ctrl-C
 
@@ -52,11 +65,13 @@ def user_errors(prog: str) -> Iterator[None]:
 
 
 def _describe(e: BaseException) -> str:
-    if isinstance(e, MissingMandatoryValue) and getattr(e, "full_key", None):
-        return f"{e.full_key} has no value (???); set it, e.g. {e.full_key}=..."
+    key = getattr(e, "full_key", None)
+    if isinstance(e, MissingMandatoryValue) and key:
+        return f"{key} has no value (???); set it, e.g. {key}=..."
     if isinstance(e, OmegaConfBaseException):
-        # OmegaConf appends "full_key: ... object_type=..." lines; the first line says it.
-        return str(e).splitlines()[0] if str(e) else type(e).__name__
+        # OmegaConf appends "full_key: ... object_type=..." lines; the first line says what.
+        what = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return f"{key}: {what}" if key and key not in what else what
     return str(e)
 
 
@@ -78,6 +93,28 @@ def _jobs(overrides) -> Iterator[list[str]]:
     return itertools.islice(itertools.product(*choices), MAX_PREFLIGHT_JOBS)
 
 
+def _overrides(argv: list[str]) -> list[str] | None:
+    """The overrides on a Hydra app's command line (``key=value``), as ``hydra.main`` reads them.
+
+    None where the command does not run the app's own config: Hydra's help and information
+    modes (``--help``, ``--cfg job``, ...), or another config (``--config-name``, ...).
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("overrides", nargs="*")
+    for flags in (("--help", "-h"), ("--hydra-help",), ("--version",), ("--shell-completion", "-sc"),
+                  ("--multirun", "-m"), ("--run", "-r"), ("--resolve",)):
+        parser.add_argument(*flags, action="store_true")
+    for flags in (("--cfg", "-c"), ("--package", "-p"), ("--config-path", "-cp"), ("--config-name", "-cn"),
+                  ("--config-dir", "-cd"), ("--experimental-rerun",)):
+        parser.add_argument(*flags)
+    parser.add_argument("--info", "-i", nargs="?", const="all")
+    args, _ = parser.parse_known_args(argv)
+    informational = (args.help or args.hydra_help or args.version or args.shell_completion
+                     or args.cfg or args.info)
+    another_config = args.config_path or args.config_name or args.config_dir or args.experimental_rerun
+    return None if informational or another_config else args.overrides
+
+
 def preflight(prog: str, config_name: str, argv: list[str],
               validate: Callable[[Mapping], object] | None = None) -> None:
     """Composes the config of every job as Hydra will, and checks it with ``validate``.
@@ -85,17 +122,12 @@ def preflight(prog: str, config_name: str, argv: list[str],
     Runs before Hydra starts, so a typo in the last value of a sweep fails before the first
     job writes anything. Exits 2 with one line on the first error.
     """
-    from hydra import compose, initialize_config_dir
-    from hydra._internal.utils import get_args_parser
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    args, _ = get_args_parser().parse_known_args(argv)
-    if args.help or args.hydra_help or args.info or args.cfg or args.shell_completion:
-        return  # Hydra's own informational modes
+    overrides = _overrides(argv)
+    if overrides is None:
+        return
     with user_errors(prog):
         try:
-            overrides = OverridesParser.create().parse_overrides(args.overrides)
+            overrides = OverridesParser.create().parse_overrides(overrides)
             with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name=prog):
                 for job in _jobs(overrides):
                     cfg = compose(config_name, overrides=list(job))
@@ -107,7 +139,9 @@ def preflight(prog: str, config_name: str, argv: list[str],
                         continue  # e.g. ${hydra:...}, which resolves only inside a run
                     validate(plain)
         except HydraException as e:
-            fail(prog, str(e))
+            # For a value of the wrong type Hydra says only "Error merging override seed=abc".
+            cause = e.__cause__
+            fail(prog, _describe(cause) if isinstance(cause, ValidationError) else str(e))
 
 
 def run_hydra_app(main: Callable[[], None], prog: str, config_name: str,

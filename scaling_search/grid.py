@@ -1,16 +1,16 @@
 """``python -m scaling_search.grid``: Step 1 of compound scaling as a Hydra app.
 
 Composes ``conf/grid.yaml`` (groups backbone, data, space, trainer, runner, rounding and an
-experiment preset), turns it once into a frozen ``GridSettings`` and runs the search
-(``search.run_search``). ``--multirun`` sweeps outer axes (``seed=0,1,2 data=digits,synthetic``),
-one full search per job; ``multirun.SummaryCallback`` then compares their winners.
+experiment preset) against its schema (``settings.GridConfig``), turns it once into a frozen
+``GridSettings`` and runs the search (``steps.step1.run_search``). ``--multirun`` sweeps outer
+axes (``seed=0,1,2 data=digits,synthetic``), one full search per job; ``multirun.SummaryCallback``
+then compares their winners.
 """
 
 from __future__ import annotations
 
-
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from scaling_search.cli import resumable, run_hydra_app, user_errors
 from scaling_search.settings import GridSettings
@@ -20,10 +20,12 @@ PROG = "scaling_search.grid"
 
 def validate(plain: dict) -> None:
     """Everything that can be checked before a search starts (used by the preflight)."""
-    from scaling_search.train.runners.ray_tune import check_local_gpus
+    # Lazy here and below, for start-up time: --help, or an override that does not compose,
+    # is answered before the search's modules load.
     from scaling_search.steps.step1 import plan
+    from scaling_search.train.runners.ray_tune import check_local_gpus
 
-    settings = GridSettings.from_dict(plain)
+    settings = GridSettings.from_config(plain)
     if settings.runner_kind != "local" and not settings.dry_run:  # a dry run trains nothing
         check_local_gpus(settings.runner)
     plan(settings)
@@ -34,13 +36,13 @@ def main(cfg: DictConfig) -> dict | None:
     from scaling_search.steps.step1 import SearchInterrupted, run_search
 
     with user_errors(PROG):
-        settings = GridSettings.from_dict(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
+        settings = GridSettings.from_config(cfg)
     with resumable(PROG, settings.out_dir, (SearchInterrupted,)), user_errors(PROG):
         outcome = run_search(settings)
     if outcome is None:
         return None
     if settings.report:
-        from scaling_search.analysis.report import report_after_run
+        from scaling_search.analysis.report import report_after_run  # lazy: matplotlib, only for a report
 
         report_after_run(outcome.run_dir, PROG)
     return {"out_dir": str(outcome.run_dir), "backbone": settings.backbone, "data": settings.data.name,

@@ -22,7 +22,7 @@ import logging
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from scaling_search.cli import resumable, run_hydra_app, user_errors
 from scaling_search.settings import ScaleSettings
@@ -46,7 +46,8 @@ def emit(settings: ScaleSettings) -> Path:
 
 def validate(plain: dict) -> None:
     """Everything that can be checked before a run starts (used by the preflight)."""
-    settings = ScaleSettings.from_dict(plain)
+    settings = ScaleSettings.from_config(plain)
+    # Lazy here and below, for start-up time: emission alone never loads the training modules.
     if settings.train and not settings.dry_run:
         from scaling_search.train.runners.ray_tune import check_local_gpus
 
@@ -60,10 +61,8 @@ def validate(plain: dict) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="scale")
 def main(cfg: DictConfig) -> dict | None:
-    from scaling_search.train.execution import RunInterrupted
-
     with user_errors(PROG):
-        settings = ScaleSettings.from_dict(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
+        settings = ScaleSettings.from_config(cfg)
     if settings.coefficients_source:
         c = settings.coefficients
         print(f"coefficients from {settings.coefficients_source}: alpha={c.depth_coef:g} "
@@ -75,6 +74,7 @@ def main(cfg: DictConfig) -> dict | None:
                 _report(settings.out_dir)
         return None  # nothing for a multirun summary: emission trains nothing
     from scaling_search.steps.step2 import train_family
+    from scaling_search.train.execution import RunInterrupted
 
     with resumable(PROG, settings.out_dir, (RunInterrupted,)), user_errors(PROG):
         outcome = train_family(settings)
@@ -89,7 +89,7 @@ def main(cfg: DictConfig) -> dict | None:
 
 
 def _report(run_dir: Path) -> None:
-    from scaling_search.analysis.report import report_after_run
+    from scaling_search.analysis.report import report_after_run  # lazy: matplotlib, only for a report
 
     report_after_run(run_dir, PROG)
 

@@ -1,26 +1,136 @@
-"""Typed, validated settings built from plain dicts (what an entry point's Hydra config becomes).
+"""The apps' settings: the schemas that check their configs, and the frozen settings built from them.
 
-Entry points call ``OmegaConf.to_container(cfg, resolve=True)`` once and pass the dict here;
-everything below them sees frozen dataclasses only. Every error is a ``ValueError`` whose
-message names the offending field.
+Two kinds of dataclass live here:
+
+- **schemas** (``GridConfig``, ``ScaleConfig`` and their parts): the shape and the types of
+  ``conf/grid.yaml`` and ``conf/scale.yaml``. ``cli.py`` registers them in Hydra's ConfigStore
+  and each file names its schema first in its defaults list, so OmegaConf itself rejects an
+  unknown key or a value of the wrong type, and names it, before any code here runs;
+- **settings** (``GridSettings``, ``ScaleSettings``, ``DataSettings``, ``TrainSettings``,
+  ``RaySettings``): frozen, and all that the code below the apps reads. Building them runs the
+  checks a type cannot express, ranges and fields that depend on each other, each stated once:
+  in a settings class's ``__post_init__`` or in ``from_config``.
+
+A schema of a settings class is derived from it (``schema``), so each field is written once.
+Every error is a ``ValueError`` (or an OmegaConf error) whose message names the field.
 """
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING as NO_DEFAULT
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from omegaconf import MISSING, OmegaConf
 
 from scaling_search.models.backbones import get_backbone, import_plugins
 from scaling_search.models.scaling import Coefficients, Rounding
-
 from scaling_search.plan.family import DIMENSIONS
 from scaling_search.plan.space import SearchSpace
-from scaling_search.train.data import DataSettings
-from scaling_search.train.trainer import TrainSettings
-
 
 AUTO_GPUS_PER_TRIAL = 0.25  # four small proxies share a GPU unless the config says otherwise
+BUILT_IN = ("digits", "synthetic")  # data that needs no download and no root
+KNOWN = (*BUILT_IN, "cifar10", "cifar100", "imagefolder")
+OPTIMIZERS = ("sgd", "adamw", "rmsprop")
+LR_SCHEDULES = ("cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+GRID_RUNNERS = ("ray", "local", "optuna_tpe")
+EXECUTORS = ("ray", "local")  # what trains optuna_tpe's samples
+
+
+def _positive_int(name: str, value: int | None) -> None:
+    """A count must be >= 1 (None passes: "not set", where the schema allows it)."""
+    if value is not None and value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be a number > 0, got {value!r}")
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...], why: str = "") -> None:
+    if value not in choices:
+        listed = ", ".join(choices[:-1]) + f" or {choices[-1]}"
+        raise ValueError(f"{name} must be {listed}{why}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Which dataset, where, and how to split it (the ``data`` config group).
+
+    Attributes:
+        name: one of ``KNOWN``.
+        root: folder of CIFAR's files or of an image folder (not used by built-in data).
+        val_fraction: share of the training images held out for validation (when the
+            dataset has no validation split of its own).
+        split_seed: seed of the train/validation split (and of the synthetic images).
+        num_images: images to generate (``synthetic``) or, if set, to keep at most (others).
+        image_px: side of the generated images (``synthetic``) or of decoded ImageFolder images.
+        download: let torchvision download CIFAR (needs internet).
+        verify: check CIFAR's files against torchvision's checksums.
+        flip: random horizontal flips in training (off for digits: a mirrored digit is not one).
+    """
+
+    name: str = "digits"
+    root: str | None = None
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    num_images: int | None = None
+    image_px: int | None = None
+    download: bool = False
+    verify: bool = True
+    flip: bool = False
+
+    def __post_init__(self) -> None:
+        if self.name not in KNOWN:
+            raise ValueError(f"data.name {self.name!r} is unknown; known: {', '.join(KNOWN)}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"data.val_fraction must be between 0 and 1, got {self.val_fraction}")
+        if self.name not in BUILT_IN and not self.root:
+            raise ValueError(f"data.root must name the folder holding {self.name} "
+                             f"(data.root=/path/to/it), got {self.root!r}")
+        _positive_int("data.num_images", self.num_images)
+        _positive_int("data.image_px", self.image_px)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything that decides how a proxy trains (the ``trainer`` config group)."""
+
+    epochs: int = 5
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    optimizer: str = "sgd"  # one of OPTIMIZERS
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-5
+    lr_schedule: str = "cosine"  # one of LR_SCHEDULES
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.1
+    device: str = "auto"  # one of DEVICES
+    amp: bool = True  # mixed precision, on CUDA only
+    num_threads: int | None = None  # CPU threads of this process; None leaves torch's default
+    # Each residual block starts as the identity (network.py): deep stacks train at SGD's usual
+    # rates; an adaptive optimizer at a small lr grows the zeroed scales slowly at first.
+    zero_init_residual: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            _positive_int(f"trainer.{name}", getattr(self, name))
+        _choice("trainer.optimizer", self.optimizer, OPTIMIZERS)
+        _choice("trainer.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice("trainer.device", self.device, DEVICES)
+        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
+            raise ValueError("trainer.lr must be > 0, weight_decay >= 0, label_smoothing in [0, 1)")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("trainer.device=cuda but this machine has no CUDA GPU; "
+                             "use trainer.device=auto or cpu")
 
 
 @dataclass(frozen=True)
@@ -50,18 +160,17 @@ class RaySettings:
     checkpoint: bool = True
 
     def __post_init__(self) -> None:
-        if not self.cpus_per_trial > 0:
-            raise ValueError(f"runner.cpus_per_trial must be > 0, got {self.cpus_per_trial}")
-        if self.gpus_per_trial is None:
-            return
-        if self.gpus_per_trial < 0:
-            raise ValueError(f"runner.gpus_per_trial must be >= 0, got {self.gpus_per_trial}")
-        if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
-            raise ValueError(f"runner.gpus_per_trial above 1 must be whole, got {self.gpus_per_trial}")
-        if self.max_concurrent is not None and self.max_concurrent < 1:
-            raise ValueError(f"runner.max_concurrent must be >= 1 or null, got {self.max_concurrent}")
-        if self.grace_period < 1 or self.reduction_factor < 2:
-            raise ValueError("runner.grace_period must be >= 1 and runner.reduction_factor >= 2")
+        _positive_int("runner.num_cpus", self.num_cpus)
+        _positive("runner.cpus_per_trial", self.cpus_per_trial)
+        gpus = self.gpus_per_trial
+        if gpus is not None and gpus < 0:
+            raise ValueError(f"runner.gpus_per_trial must be >= 0 or null, got {gpus}")
+        if gpus is not None and gpus > 1 and gpus != int(gpus):
+            raise ValueError(f"runner.gpus_per_trial above 1 must be whole, got {gpus}")
+        _positive_int("runner.max_concurrent", self.max_concurrent)
+        _positive_int("runner.grace_period", self.grace_period)
+        if self.reduction_factor < 2:
+            raise ValueError(f"runner.reduction_factor must be >= 2, got {self.reduction_factor}")
 
 
 def storage_url(storage: str | None, run_dir: Path) -> str:
@@ -74,51 +183,230 @@ def storage_url(storage: str | None, run_dir: Path) -> str:
     return f"sqlite:///{Path(run_dir).resolve() / 'optuna.db'}"
 
 
+# ---------------------------------------------------------------------------------------------
+# Schemas: what OmegaConf checks the composed configs against.
 
-def _mapping(d: object, where: str) -> Mapping:
-    if not isinstance(d, Mapping):
-        raise ValueError(f"{where} must be a mapping, got {d!r}")
-    return d
+def schema(cls: type, name: str) -> type:
+    """``cls``'s fields, types and defaults as a plain dataclass, which OmegaConf takes as a schema.
+
+    A frozen dataclass would make its config node read-only, and OmegaConf has no ``Literal``:
+    such a field is a ``str`` in the schema, checked when ``cls`` itself is built from it. A field
+    without a default is mandatory (``???``).
+    """
+    hints = typing.get_type_hints(cls)
+    return make_dataclass(name, [
+        (f.name, str if typing.get_origin(hints[f.name]) is Literal else hints[f.name],
+         field(default=MISSING if f.default is NO_DEFAULT else f.default))
+        for f in fields(cls)])
 
 
-def _build(cls, d: object, where: str):
-    """``cls(**d)`` that names unknown or missing fields instead of a TypeError."""
-    d = _mapping(d, where)
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"{where} has unknown field(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(names))}")
+RoundingConfig = schema(Rounding, "RoundingConfig")
+DataConfig = schema(DataSettings, "DataConfig")
+TrainConfig = schema(TrainSettings, "TrainConfig")
+CoefficientsConfig = schema(Coefficients, "CoefficientsConfig")
+
+
+@dataclass
+class BackboneConfig:
+    """The ``backbone`` config group: a registry name, and the tag that prefixes trial ids."""
+
+    name: str = MISSING
+    tag: str | None = None  # None: the name
+
+
+@dataclass
+class RunnerConfig(schema(RaySettings, "RayConfig")):
+    """The ``runner`` config group: the runner's kind, and the fields of ``RaySettings``."""
+
+    kind: str = "ray"  # ray, local or (Step 1 only) optuna_tpe
+    n_trials: int = 20  # optuna_tpe: how many (alpha, beta, gamma) it samples
+    executor: str = "ray"  # optuna_tpe: what trains its samples, one of EXECUTORS
+
+
+@dataclass
+class StudyConfig:
+    storage: str | None = None  # an SQLAlchemy URL; None: sqlite:///<out_dir>/optuna.db
+    name: str | None = None  # None: the out_dir's name
+
+
+@dataclass
+class AppConfig:
+    """What the configs of both apps hold."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    rounding: RoundingConfig = field(default_factory=RoundingConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainConfig = field(default_factory=TrainConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    seed: int = 0
+    study: StudyConfig = field(default_factory=StudyConfig)
+    dry_run: bool = False
+    report: bool = True
+    imports: list[str] = field(default_factory=list)
+    out_dir: str = MISSING
+
+
+@dataclass
+class BaseNetworkConfig:
+    """The unscaled network's depth and width multipliers."""
+
+    depth_mult: float = 1.0
+    width_mult: float = 1.0
+
+
+@dataclass
+class ProxyConfig(BaseNetworkConfig):
+    resolution_px: int | None = None  # None: the backbone's own
+
+
+@dataclass
+class SpaceConfig:
+    """The ``space`` config group: the arguments of ``SearchSpace.from_values``."""
+
+    depth_range: list[float] = MISSING
+    width_range: list[float] = MISSING
+    resolution_range: list[float] = MISSING
+    step: float = MISSING
+    target: float = MISSING
+    tolerance: float = MISSING
+    filter_on: str = "formula"
+
+
+@dataclass
+class EmitConfig:
+    phis: list[float] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7])
+    num_classes: int = 1000
+
+
+@dataclass
+class GridConfig(AppConfig):
+    """The schema of ``conf/grid.yaml``."""
+
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    seeds_per_candidate: int = 1
+    include_baseline: bool = True
+    emit: EmitConfig = field(default_factory=EmitConfig)
+
+
+@dataclass
+class ConstraintConfig:
+    target: float = 2.0
+    tolerance: float | None = 0.1  # None: scale any coefficients
+
+
+@dataclass
+class ScaleConfig(AppConfig):
+    """The schema of ``conf/scale.yaml``."""
+
+    coefficients: CoefficientsConfig = field(default_factory=CoefficientsConfig)
+    coefficients_file: str | None = None
+    constraint: ConstraintConfig = field(default_factory=ConstraintConfig)
+    phis: list[float] = MISSING
+    base: BaseNetworkConfig = field(default_factory=BaseNetworkConfig)
+    resolution_px: int | None = None
+    num_classes: int = 1000
+    compare_published: bool = True
+    train: bool = False
+    baselines: list[str] = field(default_factory=lambda: list(DIMENSIONS))
+    seeds_per_member: int = 1
+
+
+def checked(config_schema: type, cfg: object) -> Any:
+    """``cfg`` (a composed Hydra config, or a plain mapping) checked against ``config_schema``.
+
+    OmegaConf rejects unknown keys, wrong types and values left ``???``, naming the key; the
+    result is the schema's dataclass, interpolations resolved.
+    """
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(config_schema), cfg))
+
+
+# ---------------------------------------------------------------------------------------------
+# From a checked config to the settings.
+
+def _build(cls: type, values: object, where: str):
+    """``cls(**vars(values))``, its ValueError naming the config key (``rounding.repeats ...``)."""
     try:
-        return cls(**d)
-    except TypeError as e:
-        raise ValueError(f"{where}: {e}") from None
+        return cls(**vars(values))
     except ValueError as e:
         msg = str(e)
         raise ValueError(msg if msg.startswith(f"{where}.") else f"{where}.{msg}") from None
 
 
-def coefficients_from(d: object, require_at_least_one: bool = True) -> Coefficients:
-    """α, β, γ from ``{depth_coef, width_coef, resolution_coef}``."""
-    coefficients = _build(Coefficients, d, "coefficients")
-    if require_at_least_one:
-        try:
-            coefficients.require_at_least_one()
-        except ValueError as e:
-            raise ValueError(f"coefficients.{e}") from None
-    return coefficients
+def _shared(c: AppConfig) -> dict:
+    """The settings both apps take from the parts of the config they share."""
+    imports = import_plugins(c.imports)  # first: they may register the backbone
+    get_backbone(c.backbone.name)
+    if not c.out_dir:
+        raise ValueError(f"out_dir must be a folder path, got {c.out_dir!r}")
+    return dict(backbone=c.backbone.name, imports=imports, rounding=_build(Rounding, c.rounding, "rounding"),
+                out_dir=Path(c.out_dir).expanduser().resolve(), dry_run=c.dry_run, report=c.report)
 
 
-def rounding_from(d: object) -> Rounding:
-    return _build(Rounding, d, "rounding")
+def _training(c: AppConfig) -> dict:
+    """The settings of what trains, from the parts of the config both apps share."""
+    if c.seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {c.seed}")
+    if c.study.storage is not None:
+        storage_url(c.study.storage, Path("."))  # the format; the connection is tried before a run
+    ray = {f.name: getattr(c.runner, f.name) for f in fields(RaySettings)}
+    return dict(data=_build(DataSettings, c.data, "data"), trainer=_build(TrainSettings, c.trainer, "trainer"),
+                runner_kind=c.runner.kind, runner=RaySettings(**ray), seed=c.seed,
+                study_storage=c.study.storage, study_name=c.study.name)
 
 
-def _positive_int(value: object, name: str, optional: bool = False) -> int | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+def coefficients_from(values: Mapping, require_at_least_one: bool = True) -> Coefficients:
+    """α, β, γ from ``{depth_coef, width_coef, resolution_coef}``; each >= 1 unless told otherwise."""
+    try:
+        coefficients = Coefficients(**values)
+        return coefficients.require_at_least_one() if require_at_least_one else coefficients
+    except ValueError as e:
+        raise ValueError(f"coefficients.{e}") from None
+
+
+COEFFICIENT_KEYS = ("depth_coef", "width_coef", "resolution_coef")
+
+
+def coefficients_file(path: str) -> tuple[Coefficients, str]:
+    """α, β, γ from a Step-1 ``coefficients.yaml`` (or the run folder holding one)."""
+    p = Path(path).expanduser().resolve()
+    if p.is_dir() or (not p.exists() and not p.suffix):  # a run folder
+        p = p / "coefficients.yaml"
+    if not p.is_file():
+        raise ValueError(f"coefficients_file {str(p)!r} does not exist; give a Step-1 run's "
+                         "coefficients.yaml (or its run folder)")
+    try:
+        d = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"coefficients_file {str(p)!r} is not valid YAML "
+                         f"({str(e).splitlines()[0]})") from None
+    if not isinstance(d, Mapping) or set(d) != set(COEFFICIENT_KEYS):
+        got = sorted(d) if isinstance(d, Mapping) else type(d).__name__
+        raise ValueError(f"coefficients_file {str(p)!r} must hold exactly {', '.join(COEFFICIENT_KEYS)} "
+                         f"(got {got})")
+    for k in COEFFICIENT_KEYS:
+        if isinstance(d[k], bool) or not isinstance(d[k], (int, float)):
+            raise ValueError(f"coefficients_file {str(p)!r}: {k} must be a number, got {d[k]!r}")
+    try:
+        return coefficients_from(d), str(p)
+    except ValueError as e:
+        raise ValueError(f"coefficients_file {str(p)!r}: {e}") from None
+
+
+def check_constraint(c: Coefficients, constraint: ConstraintConfig, source: str | None = None) -> None:
+    """|α·β²·γ² − target| ≤ tolerance (skipped when the tolerance is None)."""
+    target, tolerance = constraint.target, constraint.tolerance
+    if tolerance is None:
+        return
+    for k, v in (("target", target), ("tolerance", tolerance)):
+        if not v >= 0:
+            raise ValueError(f"constraint.{k} must be a number >= 0, got {v!r}")
+    if abs(c.product - target) > tolerance + 1e-12:
+        where = f"coefficients_file {source!r}" if source else "coefficients"
+        raise ValueError(
+            f"{where} break the constraint: alpha*beta^2*gamma^2 = {c.depth_coef:g}*{c.width_coef:g}^2*"
+            f"{c.resolution_coef:g}^2 = {c.product:.4g}, not within {tolerance:g} of {target:g}; "
+            "fix them, or set constraint.tolerance=null to scale anyway")
 
 
 @dataclass(frozen=True)
@@ -165,146 +453,34 @@ class ScaleSettings:
         return self.backbone_tag or self.backbone
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> ScaleSettings:
-        d = dict(_mapping(d, "config"))
-        _check_keys(d, {"backbone", "coefficients", "coefficients_file", "constraint", "phis", "rounding",
-                        "resolution_px", "num_classes", "out_dir", "imports", "compare_published", "base",
-                        "train", "baselines", "data", "trainer", "runner", "seed", "seeds_per_member",
-                        "study", "dry_run", "report", "experiment"}, "config")
-        imports = import_plugins(d.get("imports"))
-        backbone, tag = d.get("backbone"), None
-        if isinstance(backbone, Mapping):  # the backbone config group: {name, tag}
-            _check_keys(backbone, {"name", "tag"}, "backbone")
-            backbone, tag = backbone.get("name"), backbone.get("tag")
-        if not isinstance(backbone, str):
-            raise ValueError(f"backbone must be a registry name, got {backbone!r}")
-        get_backbone(backbone)
-        phis = d.get("phis")
-        if isinstance(phis, (int, float)) and not isinstance(phis, bool):
-            phis = [phis]
-        if not isinstance(phis, (list, tuple)) or not phis:
-            raise ValueError(f"phis must be a non-empty list of numbers, got {phis!r}")
-        for phi in phis:
-            if isinstance(phi, bool) or not isinstance(phi, (int, float)):
-                raise ValueError(f"phis must be numbers, got {phi!r} in {phis!r}")
-        out_dir = d.get("out_dir")
-        if not out_dir or not isinstance(out_dir, str):
-            raise ValueError(f"out_dir must be a folder path, got {out_dir!r}")
-        source = d.get("coefficients_file")
-        if source is not None:
-            coefficients, source = coefficients_file(source)
+    def from_config(cls, cfg: object) -> ScaleSettings:
+        """From the composed ``conf/scale.yaml`` (or a mapping of the same shape)."""
+        c: ScaleConfig = checked(ScaleConfig, cfg)
+        shared = _shared(c)
+        if not c.phis:
+            raise ValueError("phis must be a non-empty list of numbers, got []")
+        _positive_int("resolution_px", c.resolution_px)
+        _positive_int("num_classes", c.num_classes)
+        _positive("base.depth_mult", c.base.depth_mult)
+        _positive("base.width_mult", c.base.width_mult)
+        if c.coefficients_file is not None:
+            coefficients, source = coefficients_file(c.coefficients_file)
         else:
-            coefficients = coefficients_from(d.get("coefficients"))
-        check_constraint(coefficients, d.get("constraint"), source)
-        base = dict(_mapping(d.get("base") or {}, "base"))
-        _check_keys(base, {"depth_mult", "width_mult"}, "base")
-        for k in ("depth_mult", "width_mult"):
-            v = base.get(k, 1.0)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise ValueError(f"base.{k} must be a number > 0, got {v!r}")
-        settings = dict(
-            backbone=backbone, coefficients=coefficients, phis=tuple(float(p) for p in phis),
-            rounding=rounding_from(d.get("rounding", {})),
-            resolution_px=_positive_int(d.get("resolution_px"), "resolution_px", optional=True),
-            num_classes=_positive_int(d.get("num_classes", 1000), "num_classes"),
-            out_dir=Path(out_dir).expanduser().resolve(), imports=imports,
-            compare_published=bool(d.get("compare_published", True)), coefficients_source=source,
-            base_depth_mult=float(base.get("depth_mult", 1.0)),
-            base_width_mult=float(base.get("width_mult", 1.0)),
-            train=bool(d.get("train", False)), backbone_tag=tag,
-            dry_run=bool(d.get("dry_run", False)), report=bool(d.get("report", True)))
-        if settings["train"] or settings["dry_run"]:
-            settings.update(_training_settings(d))
-        return cls(**settings)
-
-
-def _training_settings(d: dict) -> dict:
-    """The Step-2 training part of the scale app's config."""
-
-    baselines = d.get("baselines", list(DIMENSIONS))
-    if baselines is None:
-        baselines = []
-    if isinstance(baselines, str) or not isinstance(baselines, (list, tuple)) or \
-            any(b not in DIMENSIONS for b in baselines):
-        raise ValueError(f"baselines must be a list drawn from {list(DIMENSIONS)}, got {baselines!r}")
-    runner = dict(_mapping(d.get("runner"), "runner"))
-    kind = runner.pop("kind", "ray")
-    if kind not in ("ray", "local"):
-        raise ValueError(f"runner.kind must be ray or local for Step 2 (it trains a fixed family; "
-                         f"optuna_tpe samples Step-1 coefficients), got {kind!r}")
-    runner.pop("n_trials", None)
-    runner.pop("executor", None)
-    study = dict(_mapping(d.get("study") or {}, "study"))
-    _check_keys(study, {"storage", "name"}, "study")
-    if study.get("storage") is not None:
-        storage_url(study["storage"], Path("."))
-    seed = d.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    return dict(
-        baselines=tuple(b for b in DIMENSIONS if b in baselines),
-        data=_build(DataSettings, d.get("data"), "data"),
-        trainer=_build(TrainSettings, d.get("trainer"), "trainer"),
-        runner_kind=kind, runner=_build(RaySettings, runner, "runner"), seed=seed,
-        seeds_per_member=_positive_int(d.get("seeds_per_member", 1), "seeds_per_member"),
-        study_storage=study.get("storage"), study_name=study.get("name"))
-
-
-COEFFICIENT_KEYS = ("depth_coef", "width_coef", "resolution_coef")
-
-
-def coefficients_file(path: object) -> tuple[Coefficients, str]:
-    """α, β, γ from a Step-1 ``coefficients.yaml`` (or the run folder holding one)."""
-    import yaml
-
-    if not isinstance(path, str) or not path:
-        raise ValueError(f"coefficients_file must be a file path, got {path!r}")
-    p = Path(path).expanduser().resolve()
-    if p.is_dir():
-        p = p / "coefficients.yaml"
-    if not p.is_file():
-        raise ValueError(f"coefficients_file {str(p)!r} does not exist; give a Step-1 run's "
-                         "coefficients.yaml (or its run folder)")
-    try:
-        d = yaml.safe_load(p.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ValueError(f"coefficients_file {str(p)!r} is not valid YAML "
-                         f"({str(e).splitlines()[0]})") from None
-    if not isinstance(d, Mapping) or set(d) != set(COEFFICIENT_KEYS):
-        got = sorted(d) if isinstance(d, Mapping) else type(d).__name__
-        raise ValueError(f"coefficients_file {str(p)!r} must hold exactly {', '.join(COEFFICIENT_KEYS)} "
-                         f"(got {got})")
-    for k in COEFFICIENT_KEYS:
-        if isinstance(d[k], bool) or not isinstance(d[k], (int, float)):
-            raise ValueError(f"coefficients_file {str(p)!r}: {k} must be a number, got {d[k]!r}")
-    try:
-        return coefficients_from(d), str(p)
-    except ValueError as e:
-        raise ValueError(f"coefficients_file {str(p)!r}: {e}") from None
-
-
-def check_constraint(c: Coefficients, constraint: object, source: str | None = None) -> None:
-    """|α·β²·γ² − target| ≤ tolerance (skipped when the tolerance is null)."""
-    constraint = dict(_mapping(constraint or {}, "constraint"))
-    _check_keys(constraint, {"target", "tolerance"}, "constraint")
-    target, tolerance = constraint.get("target", 2.0), constraint.get("tolerance", 0.1)
-    if tolerance is None:
-        return
-    for k, v in (("target", target), ("tolerance", tolerance)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-            raise ValueError(f"constraint.{k} must be a number >= 0, got {v!r}")
-    if abs(c.product - target) > tolerance + 1e-12:
-        where = f"coefficients_file {source!r}" if source else "coefficients"
-        raise ValueError(
-            f"{where} break the constraint: alpha*beta^2*gamma^2 = {c.depth_coef:g}*{c.width_coef:g}^2*"
-            f"{c.resolution_coef:g}^2 = {c.product:.4g}, not within {tolerance:g} of {target:g}; "
-            "fix them, or set constraint.tolerance=null to scale anyway")
-
-
-def _check_keys(d: Mapping, known: set[str], where: str) -> None:
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"{where} has unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            coefficients, source = coefficients_from(vars(c.coefficients)), None
+        check_constraint(coefficients, c.constraint, source)
+        training = {}
+        if c.train or c.dry_run:  # emission alone needs no data, trainer or runner
+            if any(b not in DIMENSIONS for b in c.baselines):
+                raise ValueError(f"baselines must be a list drawn from {list(DIMENSIONS)}, got {c.baselines!r}")
+            _choice("runner.kind", c.runner.kind, ("ray", "local"),
+                    " for Step 2 (it trains a fixed family; optuna_tpe samples Step-1 coefficients)")
+            _positive_int("seeds_per_member", c.seeds_per_member)
+            training = dict(_training(c), baselines=tuple(b for b in DIMENSIONS if b in c.baselines),
+                            seeds_per_member=c.seeds_per_member)
+        return cls(**shared, coefficients=coefficients, phis=tuple(c.phis), resolution_px=c.resolution_px,
+                   num_classes=c.num_classes, compare_published=c.compare_published,
+                   coefficients_source=source, base_depth_mult=c.base.depth_mult,
+                   base_width_mult=c.base.width_mult, train=c.train, backbone_tag=c.backbone.tag, **training)
 
 
 @dataclass(frozen=True)
@@ -341,68 +517,21 @@ class GridSettings:
         return [self.seed + i for i in range(self.seeds_per_candidate)]
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> GridSettings:
-                
-        d = dict(_mapping(d, "config"))
-        _check_keys(d, {"backbone", "proxy", "space", "data", "trainer", "runner", "rounding", "seed",
-                        "seeds_per_candidate", "include_baseline", "dry_run", "out_dir", "study",
-                        "emit", "imports", "experiment", "report"}, "config")
-        imports = import_plugins(d.get("imports"))
-        bb = dict(_mapping(d.get("backbone"), "backbone"))
-        _check_keys(bb, {"name", "tag"}, "backbone")
-        if not isinstance(bb.get("name"), str):
-            raise ValueError(f"backbone.name must be a registry name, got {bb.get('name')!r}")
-        get_backbone(bb["name"])
-        proxy = dict(_mapping(d.get("proxy", {}), "proxy"))
-        _check_keys(proxy, {"depth_mult", "width_mult", "resolution_px"}, "proxy")
-        for k in ("depth_mult", "width_mult"):
-            v = proxy.get(k, 1.0)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise ValueError(f"proxy.{k} must be a number > 0, got {v!r}")
-        data = _build(DataSettings, d.get("data"), "data")
-        runner = dict(_mapping(d.get("runner"), "runner"))
-        kind = runner.pop("kind", "ray")
-        if kind not in ("ray", "local", "optuna_tpe"):
-            raise ValueError(f"runner.kind must be ray, local or optuna_tpe, got {kind!r}")
-        tpe_trials = runner.pop("n_trials", 20)
-        executor = runner.pop("executor", "ray")
-        if executor not in ("ray", "local"):
-            raise ValueError(f"runner.executor must be ray or local, got {executor!r}")
-        ray_settings = _build(RaySettings, runner, "runner")
-        space = d.get("space")
-        _check_keys(_mapping(space, "space"), {"depth_range", "width_range", "resolution_range", "step",
-                                              "target", "tolerance", "filter_on"}, "space")
-        study = dict(_mapping(d.get("study", {}), "study"))
-        _check_keys(study, {"storage", "name"}, "study")
-        if study.get("storage") is not None:
-                storage_url(study["storage"], Path("."))  # the format; the connection is tried before a run
-        emit = dict(_mapping(d.get("emit", {}), "emit"))
-        _check_keys(emit, {"phis", "num_classes"}, "emit")
-        phis = emit.get("phis", [1, 2, 3, 4, 5, 6, 7])
-        if not isinstance(phis, (list, tuple)) or not all(
-                isinstance(p, (int, float)) and not isinstance(p, bool) for p in phis):
-            raise ValueError(f"emit.phis must be a list of numbers, got {phis!r}")
-        seed = d.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-        out_dir = d.get("out_dir")
-        if not out_dir or not isinstance(out_dir, str):
-            raise ValueError(f"out_dir must be a folder path, got {out_dir!r}")
-        return cls(
-            backbone=bb["name"], backbone_tag=str(bb.get("tag") or bb["name"]),
-            proxy_depth_mult=float(proxy.get("depth_mult", 1.0)),
-            proxy_width_mult=float(proxy.get("width_mult", 1.0)),
-            proxy_resolution_px=_positive_int(proxy.get("resolution_px"), "proxy.resolution_px", True),
-            space=SearchSpace.from_values(**space), data=data,
-            trainer=_build(TrainSettings, d.get("trainer"), "trainer"),
-            runner_kind=kind, runner=ray_settings,
-            tpe_trials=_positive_int(tpe_trials, "runner.n_trials"), executor=executor,
-            rounding=rounding_from(d.get("rounding", {})), seed=seed,
-            seeds_per_candidate=_positive_int(d.get("seeds_per_candidate", 1), "seeds_per_candidate"),
-            include_baseline=bool(d.get("include_baseline", True)), dry_run=bool(d.get("dry_run", False)),
-            out_dir=Path(out_dir).expanduser().resolve(),
-            study_storage=study.get("storage"), study_name=study.get("name"),
-            emit_phis=tuple(float(p) for p in phis),
-            emit_num_classes=_positive_int(emit.get("num_classes", 1000), "emit.num_classes"),
-            imports=imports, report=bool(d.get("report", True)),
-        )
+    def from_config(cls, cfg: object) -> GridSettings:
+        """From the composed ``conf/grid.yaml`` (or a mapping of the same shape)."""
+        c: GridConfig = checked(GridConfig, cfg)
+        shared = _shared(c)
+        _positive("proxy.depth_mult", c.proxy.depth_mult)
+        _positive("proxy.width_mult", c.proxy.width_mult)
+        _positive_int("proxy.resolution_px", c.proxy.resolution_px)
+        _choice("runner.kind", c.runner.kind, GRID_RUNNERS)
+        _choice("runner.executor", c.runner.executor, EXECUTORS)
+        _positive_int("runner.n_trials", c.runner.n_trials)
+        _positive_int("seeds_per_candidate", c.seeds_per_candidate)
+        _positive_int("emit.num_classes", c.emit.num_classes)
+        return cls(**shared, **_training(c), backbone_tag=c.backbone.tag or c.backbone.name,
+                   proxy_depth_mult=c.proxy.depth_mult, proxy_width_mult=c.proxy.width_mult,
+                   proxy_resolution_px=c.proxy.resolution_px, space=SearchSpace.from_values(**vars(c.space)),
+                   tpe_trials=c.runner.n_trials, executor=c.runner.executor,
+                   seeds_per_candidate=c.seeds_per_candidate, include_baseline=c.include_baseline,
+                   emit_phis=tuple(c.emit.phis), emit_num_classes=c.emit.num_classes)

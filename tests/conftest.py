@@ -25,7 +25,7 @@ def run_cli(tmp_path):
     """Runs ``python -m <module> <args>`` in a scratch folder; returns the CompletedProcess."""
 
     def run(module: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = {**os.environ, "PYTHONPATH": _pythonpath()}  # the installed package, as a user runs it
         env.pop("HYDRA_FULL_ERROR", None)
         return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or tmp_path,
                               env=env, capture_output=True, text=True, timeout=300)
@@ -37,17 +37,25 @@ PLUGINS = Path(__file__).resolve().parent / "plugins"
 sys.path.insert(0, str(PLUGINS))  # user modules named in `imports=[...]`, as a user's would be
 
 
+def _pythonpath() -> str:
+    """PYTHONPATH for a CLI or a Ray worker: the user's modules (tests/plugins), and never the
+    repository, so that what runs is the installed package (with the editable install, these
+    same files), configs included."""
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                 if p and Path(p).resolve() != REPO]
+    return os.pathsep.join([str(PLUGINS), *inherited])
+
+
 def compose_grid(tmp_path: Path, *overrides: str):
     """GridSettings from the real conf/grid.yaml, composed as the app does, with overrides."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
-    from scaling_search.cli import CONF_DIR
+    from scaling_search.cli import CONF_DIR  # which also registers the config schemas
     from scaling_search.settings import GridSettings
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("grid", overrides=[f"out_dir={tmp_path / 'run'}", *overrides])
-    return GridSettings.from_dict(OmegaConf.to_container(cfg, resolve=True))
+    return GridSettings.from_config(cfg)
 
 
 # A search small enough for a test: a tiny ResNet-18 proxy at 16 px, 3 candidates + baseline.
@@ -59,7 +67,7 @@ TINY = ("backbone=resnet18", "proxy.depth_mult=0.5", "proxy.width_mult=0.25", "p
 def ray_session():
     """One local Ray for the whole test session (ray.init costs seconds)."""
     ray = pytest.importorskip("ray")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), str(REPO), os.environ.get("PYTHONPATH", "")])
+    os.environ["PYTHONPATH"] = _pythonpath()
     from scaling_search.train.runners.ray_tune import RaySettings, start_ray
 
     owned = start_ray(RaySettings(num_cpus=2))

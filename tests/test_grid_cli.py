@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from conftest import TINY
+from scaling_search.cli import _overrides, preflight
+from scaling_search.grid import validate
 
 GRID = "scaling_search.grid"
 
@@ -35,7 +37,7 @@ def test_dry_run_lists_every_candidate_and_writes_nothing(run_cli, tmp_path):
     (("space.step=0.5", "space.target=2.6", "space.tolerance=0.01"), ("nearest products", "2.25")),
     (("data=imagefolder", "data.root=/no/such/folder"), ("/no/such/folder",)),
     (("data=cifar10", "data.root=/no/such/folder"), ("cifar-10-batches-py",)),
-    (("data=cifar10",), ("data.root has no value",)),
+    (("data=cifar10",), ("data.root must name the folder holding cifar10",)),
     (("data=imagenet",), ("data/imagenet",)),
     (("backbone=nosuchnet",), ("backbone/nosuchnet",)),
     (("backbone.name=nosuchnet",), ("unknown backbone 'nosuchnet'", "efficientnet_b0")),
@@ -50,6 +52,39 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(run_cli, tmp_path, args
     r = run_cli(GRID, *args, f"out_dir={tmp_path / 'run'}")
     _one_line_error(r, *needles)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("seed=abc",), "seed: Value 'abc' of type 'str' could not be converted to Integer"),
+    (("trainer.epochs=1.5",), "trainer.epochs: Value '1.5' of type 'float' could not be converted to Integer"),
+    (("runner.cpus_per_trial=x",), "runner.cpus_per_trial: Value 'x' of type 'str' could not be converted to Float"),
+    (("dry_run=maybe",), "dry_run: Value 'maybe' is not a valid bool (type str)"),
+    (("trainer.foo=1",), "Could not override 'trainer.foo'. To append to your config use +trainer.foo=1"),
+    (("+trainer.foo=1",), "trainer.foo: Key 'foo' not in 'TrainConfig'"),
+    (("+foo=1",), "Key 'foo' not in 'GridConfig'"),
+    # runner settings were not checked where gpus_per_trial is null, the default
+    (("runner.max_concurrent=0",), "runner.max_concurrent must be a positive integer, got 0"),
+    (("runner.asha=true", "runner.reduction_factor=1"), "runner.reduction_factor must be >= 2, got 1"),
+])
+def test_the_schema_and_the_settings_name_the_bad_key(capsys, tmp_path, args, message):
+    """The preflight as the app runs it, in this process: one line, exit status 2."""
+    with pytest.raises(SystemExit) as e:
+        preflight(GRID, "grid", ["dry_run=true", *args, f"out_dir={tmp_path / 'run'}"], validate)
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [f"{GRID}: error: {message}"]
+
+
+@pytest.mark.parametrize("argv, overrides", [
+    (["seed=1", "data=synthetic"], ["seed=1", "data=synthetic"]),
+    (["--multirun", "seed=0,1", "-m"], ["seed=0,1"]),
+    (["--cfg", "job", "seed=1"], None),  # Hydra's own modes: Hydra answers them
+    (["--info"], None),
+    (["-h"], None),
+    (["--config-name", "mine", "seed=1"], None),  # another config: the app's own run checks it
+    (["-cd", "/my/conf", "seed=1"], None),
+])
+def test_the_preflight_reads_the_command_line_as_hydra_does(argv, overrides):
+    assert _overrides(argv) == overrides
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without GPU")

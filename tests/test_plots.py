@@ -32,6 +32,7 @@ def test_landscape_stars_the_best_candidate_and_marks_the_paper():
     assert points.tolist() == [[1.1, 1.2], [1.3, 1.0], [1.0, 1.4], [1.0, 2.0]]  # (beta, alpha)
     assert offsets[1].tolist() == [[1.3, 1.0]]  # winner b: beta 1.3 (x), alpha 1.0 (y)
     assert offsets[2].tolist() == [[1.1, 1.2]]  # the paper's (1.2, 1.1, 1.15)
+    assert "paper (1.2, 1.1, 1.15)" in [c.get_label() for c in ax.collections]
     assert "α" in ax.get_ylabel() and "β" in ax.get_xlabel()
 
 
@@ -44,6 +45,19 @@ def test_accuracy_vs_macs_draws_the_pareto_front_of_the_table():
     assert list(front.get_xdata()) == list(expected["macs"])
     assert list(front.get_ydata()) == list(expected["top1_mean"])
     assert "MACs" in ax.get_xlabel() and ax.get_xscale() == "log"
+
+
+def test_accuracy_vs_macs_front_with_ties_is_the_ranking_front():
+    # Equal MACs (a, b: the lower top-1 first), and equal points (c, d): the plot's front is
+    # results.pareto_mask's, b, c, d and e, and names exactly those points.
+    table = pd.DataFrame({"candidate_id": ["a", "b", "c", "d", "e", "f"],
+                          "macs": [2e6, 2e6, 3e6, 3e6, 1e6, 4e6],
+                          "top1_mean": [0.6, 0.7, 0.8, 0.8, 0.5, 0.75]})
+    ax = plots.accuracy_vs_macs(table).axes[0]
+    front = [line for line in ax.get_lines() if line.get_label() == "Pareto front"][0]
+    assert list(zip(front.get_xdata(), front.get_ydata())) == [
+        (1e6, 0.5), (2e6, 0.7), (3e6, 0.8), (3e6, 0.8)]
+    assert sorted(t.get_text() for t in ax.texts) == ["b", "c", "d", "e"]
 
 
 def test_scaling_curves_start_every_method_at_the_base_network():

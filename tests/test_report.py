@@ -5,6 +5,7 @@ the run's own tables. ``.ci/run`` installs Chromium and sets SCALING_SEARCH_REQU
 there the browser tests cannot skip; screenshots go to $SCALING_SEARCH_SCREENSHOTS when set.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from scaling_search.analysis.report import write_report
+from conftest import _pythonpath
+from scaling_search.analysis.report import build_page, report_after_run, write_report
 
-REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -27,7 +28,7 @@ STEP2_TINY = ("train=true", "backbone=resnet18", "base.depth_mult=0.5", "base.wi
 
 
 def _cli(module, *args, cwd):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": _pythonpath()}  # the installed package, not the repository
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600)
@@ -85,6 +86,7 @@ def _column(page, table: str, column: str) -> list[str]:
         return Array.from(tab.tBodies[0].rows).map(r => r.cells[i].dataset.value); }""", [table, column])
 
 
+@pytest.mark.slow  # the `runs` fixture: a whole grid search and a Step-2 run
 def test_grid_report_renders_its_tables_and_plots_in_chromium(runs, browser, tmp_path):
     run = runs["grid"]
     shot = tmp_path / "grid_report.png"
@@ -113,6 +115,7 @@ def test_grid_report_renders_its_tables_and_plots_in_chromium(runs, browser, tmp
     assert shot.stat().st_size > 10_000
 
 
+@pytest.mark.slow  # the `runs` fixture: a whole grid search and a Step-2 run
 def test_step2_report_renders_its_tables_and_plots_in_chromium(runs, browser, tmp_path):
     run = runs["step2"]
     page, errors = _open(browser, run / "report.html", tmp_path / "step2_report.png")
@@ -127,6 +130,7 @@ def test_step2_report_renders_its_tables_and_plots_in_chromium(runs, browser, tm
     assert f"φ=1: compound (top-1 {comparison.loc[0, 'compound_top1']:.4f})" in notes
 
 
+@pytest.mark.slow  # the `runs` fixture: a whole grid search and a Step-2 run
 def test_multirun_report_holds_every_job(runs, browser, tmp_path):
     """A sweep folder's page embeds each job's run (here two jobs: the same grid run twice)."""
     sweep = tmp_path / "sweep"
@@ -157,6 +161,7 @@ def test_report_of_a_non_run_is_one_line_exit_2_nothing_written(tmp_path, make, 
     assert not list(tmp_path.rglob("report.html")) and not list(tmp_path.rglob("plots"))
 
 
+@pytest.mark.slow  # the `runs` fixture: a whole grid search and a Step-2 run
 def test_report_of_a_run_with_a_damaged_table_is_one_line(runs, tmp_path):
     run = tmp_path / "copy"
     shutil.copytree(runs["grid"], run)
@@ -168,9 +173,23 @@ def test_report_of_a_run_with_a_damaged_table_is_one_line(runs, tmp_path):
 
 
 def test_a_report_that_fails_after_a_run_is_a_warning_not_a_failed_run(tmp_path, capsys):
-    from scaling_search.analysis.report import report_after_run
-
     assert report_after_run(tmp_path, "scaling_search.grid") is None
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("scaling_search.grid: warning: no report (ValueError: ")
     assert err[0].endswith(f"retry with: python -m scaling_search.report {tmp_path}")
+
+
+@pytest.mark.parametrize("coefficients,growth", [
+    # 1.2 · 1.1² · 1.15² = 1.2 · 1.21 · 1.3225 = 1.92027
+    ({"depth_coef": 1.2, "width_coef": 1.1, "resolution_coef": 1.15}, "(α·β²·γ²)^φ = 1.920^φ"),
+    ({"depth_coef": 1.2}, None),  # incomplete: no formula line, and no failure
+])
+def test_step2_page_draws_the_formula_growth_of_the_recorded_coefficients(tmp_path, coefficients, growth):
+    (tmp_path / "step2.json").write_text(json.dumps({"backbone": "resnet18", "coefficients": coefficients}))
+    pd.DataFrame({"candidate_id": ["compound_phi0", "compound_phi1", "compound_phi2"],
+                  "role": ["compound"] * 3, "phi": [0, 1, 2], "macs": [1e6, 2e6, 4e6],
+                  "macs_ratio": [1.0, 2.0, 4.0], "top1_mean": [0.5, 0.6, 0.7]}).to_csv(
+        tmp_path / "family.csv", index=False)
+    figures = {name: fig for name, _, fig in build_page(tmp_path).figures}
+    labels = [line.get_label() for line in figures["macs_growth"].axes[0].get_lines()]
+    assert [label for label in labels if label.startswith("(α·β²·γ²)^φ")] == ([growth] if growth else [])

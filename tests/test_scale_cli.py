@@ -5,6 +5,9 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from scaling_search.cli import preflight
+from scaling_search.scale import validate
+
 PROG = "scaling_search.scale"
 
 
@@ -16,8 +19,9 @@ def test_emits_configs_tables_and_published_comparison(run_cli, tmp_path):
         f"efficientnet_b0_phi{i}.yaml" for i in range(3)]
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary["resolution_px"]) == [224, 258, 296]
-    # pycls dev/model_complexity.json, EN-B0: 385,825,092 multiply-adds (it also counts SE gating)
-    assert abs(summary.loc[0, "macs"] - 385_825_092) / 385_825_092 < 1e-4
+    # pycls dev/model_complexity.json, EN-B0: 385,825,092 multiply-adds, less the bias adds it
+    # also counts (9,340 in the squeeze-and-excitation convs, 1,000 in the classifier)
+    assert summary.loc[0, "macs"] == 385_825_092 - 9_340 - 1_000
     cfg = OmegaConf.load(out / "model" / "efficientnet_b0_phi1.yaml")
     assert cfg.resolution_px == 258 and cfg.cost.macs == summary.loc[1, "macs"]
     assert [s.repeats for s in cfg.stages] == [2, 3, 3, 4, 4, 5, 2]  # B2's
@@ -60,6 +64,21 @@ def test_bad_input_is_one_line_exit_2_nothing_written(run_cli, tmp_path, args, m
     assert len(lines) == 1 and lines[0].startswith(f"{PROG}: error: ") and message in lines[0], r.stderr
     assert "Traceback" not in r.stderr + r.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args,message", [
+    (["num_classes=ten"], "num_classes: Value 'ten' of type 'str' could not be converted to Integer"),
+    (["phis=2"], "phis: Invalid value assigned: int is not a ListConfig, list or tuple."),
+    (["phis=[1,x]"], "phis[1]: Value 'x' of type 'str' could not be converted to Float"),
+    (["+coefficients.phi=1"], "coefficients.phi: Key 'phi' not in 'CoefficientsConfig'"),
+    (["train=true", "runner.grace_period=0"], "runner.grace_period must be a positive integer, got 0"),
+])
+def test_the_schema_and_the_settings_name_the_bad_key(capsys, tmp_path, args, message):
+    """The preflight as the app runs it, in this process: one line, exit status 2."""
+    with pytest.raises(SystemExit) as e:
+        preflight(PROG, "scale", [*args, f"out_dir={tmp_path / 'out'}"], validate)
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [f"{PROG}: error: {message}"]
 
 
 def test_failed_run_keeps_the_previous_output(run_cli, tmp_path):

@@ -15,13 +15,32 @@ import optuna
 import pandas as pd
 import pytest
 
-from conftest import TINY, compose_grid
+from conftest import PLUGINS, TINY, compose_grid
 from scaling_search.steps.step1 import run_search
 
 pytestmark = pytest.mark.slow
 
 SAME = ["trial_id", "status", "params", "macs", "resolution_px", "final_top1", "best_top1",
         "final_val_loss", "epochs"]
+
+
+# TINY on tests/plugins/gated_backbone.py: with SCALING_SEARCH_TEST_GATE set, the third and later
+# trials wait, so a test's kill or Ctrl-C lands while they do, never after the search ended.
+GATED = (*TINY, "imports=[gated_backbone]", "backbone.name=gated_net")
+
+
+def _env() -> dict:
+    """The installed package, as a user runs it, with the tests' plugin modules importable."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")])}
+
+
+def _wait_at_the_gate(out_dir, gate, timeout=240):
+    """Until two trials are recorded and a third waits at the gate."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and (len(list((out_dir / "trials").glob("*.json"))) < 2
+                                      or not list(gate.glob("built-2-*"))):
+        time.sleep(0.1)
+    assert list(gate.glob("built-2-*")), "no trial reached the gate"
 
 
 def _run(settings):
@@ -50,7 +69,7 @@ def test_ray_and_local_runner_give_the_same_table(tmp_path, ray_session):
 
 def test_every_trial_is_in_the_optuna_study(tmp_path):
     outcome, _ = _run(compose_grid(tmp_path, *TINY, "runner=local", "trainer.epochs=1"))
-    study = optuna.load_study(study_name=outcome.run_dir.name,
+    study = optuna.load_study(study_name=None,
                               storage=f"sqlite:///{outcome.run_dir / 'optuna.db'}")
     trials = study.get_trials()
     results = pd.read_csv(outcome.run_dir / "results.csv")
@@ -89,7 +108,8 @@ def test_optuna_dashboard_opens_the_study(tmp_path):
             except OSError:
                 time.sleep(0.3)
         assert studies is not None, "optuna-dashboard did not answer"
-        (study,) = [st for st in studies if st["study_name"] == outcome.run_dir.name]
+        (study,) = studies  # one study per run folder, named after what the search computes
+        assert study["study_name"].startswith("search-")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}",
                                     timeout=10) as r:
             detail = json.loads(r.read())
@@ -113,7 +133,7 @@ def test_a_failing_trial_is_recorded_and_the_search_finishes(tmp_path, ray_sessi
     assert (results.loc[~wide, "status"] == "ok").all()
     assert outcome.failed == wide.sum() and "failed" in log
     assert outcome.winner is not None and outcome.winner["width_coef"] <= 1.05
-    study = optuna.load_study(study_name=outcome.run_dir.name,
+    study = optuna.load_study(study_name=None,
                               storage=f"sqlite:///{outcome.run_dir / 'optuna.db'}")
     states = [t.state for t in study.get_trials()]
     assert states.count(optuna.trial.TrialState.FAIL) == wide.sum()
@@ -141,18 +161,16 @@ def test_a_changed_search_does_not_resume_into_the_old_folder(tmp_path):
 def test_killed_ray_search_resumes_where_it_stopped(tmp_path):
     """kill -9 of the whole search mid-way, then the same command again."""
     out_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "scaling_search.grid", *TINY, "space.tolerance=0.1",
+    args = [sys.executable, "-m", "scaling_search.grid", *GATED, "space.tolerance=0.1",
             "trainer.epochs=3", "runner=ray", "runner.checkpoint=true", f"out_dir={out_dir}"]
-    env = dict(os.environ)  # the installed package, as a user runs it
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list((out_dir / "trials").glob("*.json"))) < 2:
-        time.sleep(0.2)
+    env = _env()
+    proc = subprocess.Popen(args, cwd=tmp_path, env={**env, "SCALING_SEARCH_TEST_GATE": str(tmp_path)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    _wait_at_the_gate(out_dir, tmp_path)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = {p.name: p.read_text() for p in (out_dir / "trials").glob("*.json")}
-    assert len(before) >= 2
+    assert len(before) == 2  # the gate held the third
     assert not (out_dir / "results.csv").exists()  # the tables come at the end
     done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -166,14 +184,12 @@ def test_killed_ray_search_resumes_where_it_stopped(tmp_path):
 
 def test_ctrl_c_stops_without_ranking_and_the_rerun_finishes(tmp_path):
     out_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "scaling_search.grid", *TINY, "space.tolerance=0.1", "runner=local",
+    args = [sys.executable, "-m", "scaling_search.grid", *GATED, "space.tolerance=0.1", "runner=local",
             f"out_dir={out_dir}"]
-    env = dict(os.environ)  # the installed package, as a user runs it
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and not list((out_dir / "trials").glob("*.json")):
-        time.sleep(0.2)
+    env = _env()
+    proc = subprocess.Popen(args, cwd=tmp_path, env={**env, "SCALING_SEARCH_TEST_GATE": str(tmp_path)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_at_the_gate(out_dir, tmp_path)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130
@@ -183,7 +199,7 @@ def test_ctrl_c_stops_without_ranking_and_the_rerun_finishes(tmp_path):
     assert not (out_dir / "results.csv").exists() and not (out_dir / "coefficients.yaml").exists()
     done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert int(re.search(r"(\d+) already done", done.stdout).group(1)) >= 1
+    assert int(re.search(r"(\d+) already done", done.stdout).group(1)) == 2  # the gate held the third
     assert (out_dir / "coefficients.yaml").is_file()
 
 

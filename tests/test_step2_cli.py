@@ -61,7 +61,7 @@ def test_family_and_baselines_are_trained_and_tabled(local_run):
 @pytest.mark.slow  # a whole Step-2 training run (the module's first use trains it)
 def test_every_trial_is_in_the_optuna_study(local_run):
     out, _, _ = local_run
-    study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'optuna.db'}")
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{out / 'optuna.db'}")
     trials = study.get_trials()
     assert len(trials) == 5 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert {(t.params["method"], t.params["phi"]) for t in trials} == {

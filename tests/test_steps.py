@@ -64,7 +64,7 @@ def test_ctrl_c_stops_a_tpe_search_and_leaves_no_trial_running(tmp_path, monkeyp
     with pytest.raises(RunInterrupted, match="1 of 2 TPE samples"):
         step1.run_search(settings, io.StringIO())
     assert runner.batches == 1  # the search stopped; it did not sample on
-    study = optuna.load_study(study_name=settings.out_dir.name,
+    study = optuna.load_study(study_name=None,
                               storage=f"sqlite:///{settings.out_dir / 'optuna.db'}")
     trials = study.get_trials()
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
@@ -77,9 +77,55 @@ def test_ctrl_c_stops_a_tpe_search_and_leaves_no_trial_running(tmp_path, monkeyp
 
 def test_a_run_folder_holding_another_run_is_refused_before_anything_is_written(tmp_path):
     first = RunFolder(tmp_path / "run", "search.json", {"backbone": "resnet18"}, "search")
-    first.open({"seed": 0}, None, None)
+    with first:
+        first.open({"seed": 0}, None, None)
     other = RunFolder(tmp_path / "run", "search.json", {"backbone": "resnet50"}, "search")
     with pytest.raises(ValueError, match="holds a search with different backbone"):
         other.check()
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        "config.yaml", "environment.json", "optuna.db", "search.json"]
+        ".lock", "config.yaml", "environment.json", "optuna.db", "search.json"]
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from scaling_search.steps.pipeline import RunFolder
+run = RunFolder(Path(sys.argv[1]), "search.json", {"backbone": "resnet18"}, "search")
+with run:
+    run.open({}, None, None)
+    print("holding", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_second_driver_is_refused_and_names_the_first(tmp_path):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        second = RunFolder(tmp_path / "run", "search.json", {"backbone": "resnet18"}, "search")
+        with pytest.raises(ValueError, match=rf"is in use by another run \(pid {holder.pid} on .+ since 20"):
+            with second:
+                second.open({}, None, None)
+    finally:
+        holder.kill()
+        holder.wait()
+    # Killed without releasing: the kernel dropped its lock; the next driver takes it over and says so.
+    third = RunFolder(tmp_path / "run", "search.json", {"backbone": "resnet18"}, "search")
+    said = io.StringIO()
+    with third:
+        third.open({}, None, None, out=said)
+    assert said.getvalue().startswith(f"took over the lock of pid {holder.pid} on ")
+    assert not (tmp_path / "run" / ".lock.json").exists()  # released when the step ended
+
+
+def test_the_study_belongs_to_the_run_not_to_its_folder_name(tmp_path):
+    """A copied or renamed run folder must resume its own study, not start a second one."""
+    identity = {"backbone": "resnet18", "space": {"step": "0.1"}}
+    a = RunFolder(tmp_path / "a", "search.json", identity, "search")
+    b = RunFolder(tmp_path / "renamed", "search.json", dict(identity), "search")
+    other = RunFolder(tmp_path / "a", "search.json", {**identity, "backbone": "resnet50"}, "search")
+    assert a.study_name == b.study_name != other.study_name
+    assert a.study_name.startswith("search-")

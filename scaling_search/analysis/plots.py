@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from scaling_search.analysis.results import ci95, pareto_mask
 from scaling_search.files import atomic_output
+from scaling_search.models.scaling import PAPER_COEFFICIENTS, Coefficients
 
-PAPER_POINT = (1.2, 1.1, 1.15)  # the paper's Step-1 (α, β, γ)
 METHOD_STYLE = {"compound": ("tab:red", "o"), "depth": ("tab:blue", "s"), "width": ("tab:green", "^"),
                 "resolution": ("tab:purple", "D")}
 FORMATS = ("png", "svg")
@@ -43,7 +44,7 @@ def _ci95(df: pd.DataFrame) -> pd.Series | None:
     return df["top1_ci95"] if "top1_ci95" in df and df["top1_ci95"].notna().any() else None
 
 
-def landscape(ranking: pd.DataFrame, paper: tuple[float, float, float] | None = PAPER_POINT) -> Figure:
+def landscape(ranking: pd.DataFrame, paper: Coefficients | None = PAPER_COEFFICIENTS) -> Figure:
     """Step 1's candidates on the constraint surface: α against β (γ follows from the
     constraint and is written beside each point), coloured by mean top-1; the winner starred,
     the paper's (α, β, γ) marked."""
@@ -61,8 +62,8 @@ def landscape(ranking: pd.DataFrame, paper: tuple[float, float, float] | None = 
                edgecolors="red", linewidths=1.5, zorder=3,
                label=f"winner ({best['depth_coef']:g}, {best['width_coef']:g}, {best['resolution_coef']:g})")
     if paper is not None:
-        ax.scatter([paper[1]], [paper[0]], marker="X", s=110, color="black", zorder=4,
-                   label=f"paper ({paper[0]:g}, {paper[1]:g}, {paper[2]:g})")
+        ax.scatter([paper.width_coef], [paper.depth_coef], marker="X", s=110, color="black", zorder=4,
+                   label=f"paper ({paper.depth_coef:g}, {paper.width_coef:g}, {paper.resolution_coef:g})")
     ax.set_xlabel("β (width coefficient)")
     ax.set_ylabel("α (depth coefficient)")
     ax.set_title("Step 1: candidates on α·β²·γ² ≈ 2, coloured by top-1")
@@ -71,20 +72,9 @@ def landscape(ranking: pd.DataFrame, paper: tuple[float, float, float] | None = 
     return fig
 
 
-def pareto_front(macs: np.ndarray, top1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The non-dominated points (lower MACs, higher top-1), sorted by MACs."""
-    order = np.argsort(macs, kind="stable")
-    xs, ys, best = [], [], -np.inf
-    for i in order:
-        if top1[i] > best:
-            xs.append(macs[i])
-            ys.append(top1[i])
-            best = top1[i]
-    return np.asarray(xs), np.asarray(ys)
-
-
 def accuracy_vs_macs(table: pd.DataFrame, label: str = "candidate_id", color_by: str | None = "role") -> Figure:
-    """Mean top-1 against MACs (log scale) with its 95% interval, and the Pareto front."""
+    """Mean top-1 against MACs (log scale) with its 95% interval, and the Pareto front
+    (``results.pareto_mask``: ties as that says)."""
     df = _require(table, ["macs", "top1_mean"], "accuracy_vs_macs")
     fig, ax = _figure()
     groups = df.groupby(color_by, sort=False) if color_by in df else [("all", df)]
@@ -93,20 +83,16 @@ def accuracy_vs_macs(table: pd.DataFrame, label: str = "candidate_id", color_by:
         yerr = _ci95(g)
         ax.errorbar(g["macs"], g["top1_mean"], yerr=yerr, fmt=marker, color=color, label=str(name),
                     capsize=2, markersize=5, alpha=0.85)
-    xs, ys = pareto_front(df["macs"].to_numpy(float), df["top1_mean"].to_numpy(float))
-    ax.step(xs, ys, where="post", color="black", linewidth=1, linestyle="--", label="Pareto front")
+    front = df[pareto_mask(df["macs"], df["top1_mean"])].sort_values("macs", kind="stable")
+    ax.step(front["macs"], front["top1_mean"], where="post", color="black", linewidth=1, linestyle="--",
+            label="Pareto front")
     if label in df:  # name the points on the front (the rest would only clutter)
-        on_front = df[df["top1_mean"].isin(ys) & df["macs"].isin(xs)]
-        for _, r in on_front.iterrows():
+        for _, r in front.iterrows():
             ax.annotate(str(r[label]), (r["macs"], r["top1_mean"]), fontsize=6, xytext=(3, -8),
                         textcoords="offset points", color="dimgray")
     ax.set_xscale("log")
-    ax.set_xlabel("MACs per image (multiply-adds, log scale)")
-    ax.set_ylabel("validation top-1")
-    ax.set_title("Top-1 against cost")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    return fig
+    return _labelled(fig, ax, "MACs per image (multiply-adds, log scale)", "validation top-1",
+                     "Top-1 against cost")
 
 
 COST_LABELS = {"macs": "MACs per image (multiply-adds, log scale)", "params": "parameters (log scale)",
@@ -133,13 +119,9 @@ def scaling_curves(family: pd.DataFrame, cost: str = "macs") -> Figure:
             ax.annotate(f"φ={r['phi']:g}", (r[cost], r["top1_mean"]), fontsize=6, xytext=(3, 3),
                         textcoords="offset points", color=color)
     ax.set_xscale("log")
-    ax.set_xlabel(COST_LABELS[cost])
-    ax.set_ylabel("validation top-1")
-    ax.set_title("Compound against single-dimension scaling at matched MACs" if cost == "macs"
-                 else f"The same networks against {cost}")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    return fig
+    return _labelled(fig, ax, COST_LABELS[cost], "validation top-1",
+                     "Compound against single-dimension scaling at matched MACs" if cost == "macs"
+                     else f"The same networks against {cost}")
 
 
 def macs_growth(table: pd.DataFrame, product: float | None = None) -> Figure:
@@ -160,12 +142,7 @@ def macs_growth(table: pd.DataFrame, product: float | None = None) -> Figure:
     if product is not None:
         ax.plot(phis, product**phis, color="gray", linestyle=":", label=f"(α·β²·γ²)^φ = {product:.3f}^φ")
     ax.set_yscale("log", base=2)
-    ax.set_xlabel("φ")
-    ax.set_ylabel("MACs / MACs at φ = 0 (log2 scale)")
-    ax.set_title("Measured MACs growth against 2^φ")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    return fig
+    return _labelled(fig, ax, "φ", "MACs / MACs at φ = 0 (log2 scale)", "Measured MACs growth against 2^φ")
 
 
 def training_curves(epochs: pd.DataFrame, metric: str = "val/top1", max_legend: int = 14) -> Figure:
@@ -191,8 +168,6 @@ def seed_spread(results: pd.DataFrame, by: str = "candidate_id", metric: str = "
                 top: int = 20) -> Figure:
     """Each trial's ``metric`` per ``by`` (one dot per seed) with the mean and its 95% interval,
     for the ``top`` best by mean."""
-    from scaling_search.analysis.results import t95
-
     df = _require(results, [by, "seed", metric], "seed_spread")
     df = df[df["status"] == "ok"] if "status" in df else df
     stats = df.groupby(by)[metric].agg(["mean", "std", "count"]).sort_values("mean", ascending=False).head(top)
@@ -201,7 +176,7 @@ def seed_spread(results: pd.DataFrame, by: str = "candidate_id", metric: str = "
     for y, (name, s) in zip(ys, stats.iterrows()):
         points = df[df[by] == name][metric]
         ax.scatter(points, np.full(len(points), y), s=14, color="tab:blue", alpha=0.6, zorder=2)
-        half = s["std"] * t95(int(s["count"]) - 1) / np.sqrt(s["count"]) if s["count"] > 1 else 0.0
+        half = np.nan_to_num(ci95(s["std"], int(s["count"])))  # none for a single seed
         ax.errorbar([s["mean"]], [y], xerr=[half], fmt="|", color="black", markersize=12, capsize=3)
     ax.set_yticks(ys, [str(n) for n in stats.index], fontsize=7)
     ax.set_xlabel(f"{metric} (dots: seeds; bar: mean ± 95% interval)")
@@ -220,3 +195,13 @@ def save(fig: Figure, stem: Path, formats: Sequence[str] = FORMATS) -> list[Path
             fig.savefig(tmp, format=fmt)
         paths.append(path)
     return paths
+
+
+def _labelled(fig, ax, xlabel: str, ylabel: str, title: str):
+    """The axes' labels, title, grid and legend; returns ``fig``."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return fig

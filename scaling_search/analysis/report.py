@@ -25,7 +25,10 @@ from pathlib import Path
 import pandas as pd
 
 from scaling_search.analysis import plots
+from scaling_search.environment import capture
 from scaling_search.files import atomic_write_text
+from scaling_search.tables import verdict
+from scaling_search.models.scaling import Coefficients
 
 PROG = "scaling_search.report"
 REPORT_FILE = "report.html"
@@ -88,8 +91,6 @@ def _common(page: Page, run_dir: Path) -> Page:
     if env.is_file():
         page.environment = json.loads(env.read_text())
     else:
-        from scaling_search.environment import capture
-
         page.environment = {"note": "the run recorded no environment; this is the report writer's",
                             **capture()}
     return page
@@ -128,8 +129,8 @@ def grid_page(run_dir: Path) -> Page:
             if len(base):
                 b = base.iloc[0]
                 delta = w["top1_mean"] - b["top1_mean"]
-                page.notes.append(f"The winner {'beats' if delta > 0 else 'does not beat'} the unscaled "
-                                  f"proxy baseline (top-1 {b['top1_mean']:.4f}) by {delta:+.4f}.")
+                page.notes.append(f"The winner {verdict(delta, 'the unscaled proxy baseline')} "
+                                  f"(baseline top-1 {b['top1_mean']:.4f}).")
         _figure(page, "landscape", "Candidates on the constraint surface (α against β; γ by the points)",
                 lambda: plots.landscape(ranking))
         _figure(page, "accuracy_vs_macs", "Mean top-1 against MACs, with the Pareto front",
@@ -164,9 +165,8 @@ def step2_page(run_dir: Path) -> Page:
             if isinstance(r.get("best_single"), str):
                 page.notes.append(
                     f"φ={r['phi']:g}: compound (top-1 {r['compound_top1']:.4f}) "
-                    f"{'beats' if r['compound_wins'] else 'does not beat'} the best single dimension, "
-                    f"{r['best_single']} ({r[r['best_single'] + '_top1']:.4f}), at matched MACs "
-                    f"(margin {r['compound_margin']:+.4f}).")
+                    f"{verdict(r['compound_margin'], 'the best single dimension, ' + r['best_single'])} "
+                    f"({r[r['best_single'] + '_top1']:.4f}) at matched MACs.")
     if family is not None and len(family):
         _figure(page, "scaling_curves", "Top-1 against MACs: compound against depth, width or resolution alone",
                 lambda: plots.scaling_curves(family))
@@ -189,9 +189,10 @@ def step2_page(run_dir: Path) -> Page:
 
 
 def _product(c: dict) -> float | None:
+    """α·β²·γ² of a run's recorded coefficients; None when they are missing or not valid."""
     try:
-        return float(c["depth_coef"]) * float(c["width_coef"]) ** 2 * float(c["resolution_coef"]) ** 2
-    except (KeyError, TypeError, ValueError):
+        return Coefficients(**c).product
+    except (TypeError, ValueError):
         return None
 
 

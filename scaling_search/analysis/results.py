@@ -1,59 +1,33 @@
-"""The results of a search: one record per finished trial, then tables, ranking and Pareto front.
+"""The results of a run, from its trial records (``train.records``): tables, ranking, Pareto front.
 
-Each finished trial is written at once, atomically, to ``<run>/trials/<trial_id>.json`` (its
-spec, final row and per-epoch history), so an interrupted search loses at most the trials that
-were running, and a re-run skips every trial already recorded as ``ok`` or ``stopped`` (failed
-ones run again). The tables are built from these records alone, as pycls's sweep analysis
-builds its from the logs.
+The tables are built from the records alone, as pycls's sweep analysis builds its from the logs.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from scaling_search.files import atomic_write_text
-from scaling_search.train.trial import OK, STOPPED
-
-# Two-sided 95% Student-t quantiles by degrees of freedom (scipy.stats.t.ppf(0.975, df)).
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-        9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
+from scaling_search.train.trial import OK
 
 
 def t95(df: int) -> float:
-    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (table, then normal)."""
-    if df < 1:
-        return math.nan
-    if df in _T95:
-        return _T95[df]
-    below = max(k for k in _T95 if k < df)
-    return _T95[below] if df <= 30 else 1.96
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (NaN when ``df`` < 1):
+    the factor of a two-sided 95% interval, ``scipy.stats.t.ppf(0.975, df)``."""
+    # Lazy, for start-up time: scipy.stats costs about 0.7 s to import, and the apps that
+    # import this module need it only once their trials have run.
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, df)) if df >= 1 else math.nan
 
 
-class TrialStore:
-    """The ``trials/`` folder of one run."""
-
-    def __init__(self, run_dir: Path):
-        self.dir = Path(run_dir) / "trials"
-
-    def save(self, spec: dict, row: dict, history: list[dict], candidate: dict) -> None:
-        """Writes one ended trial; ``candidate`` holds its coefficients and cost columns."""
-        record = {"spec": spec, "candidate": candidate, "row": row, "history": history}
-        atomic_write_text(self.dir / f"{spec['trial_id']}.json", json.dumps(record, indent=1))
-
-    def load(self) -> list[dict]:
-        if not self.dir.is_dir():
-            return []
-        return [json.loads(p.read_text()) for p in sorted(self.dir.glob("*.json"))]
-
-    def finished_ids(self) -> set[str]:
-        """Trials that need no re-run: finished or stopped early by the scheduler."""
-        return {r["row"]["trial_id"] for r in self.load() if r["row"]["status"] in (OK, STOPPED)}
+def ci95(std: float, n: int) -> float:
+    """Half-width of the 95% interval of the mean of ``n`` values whose sample standard
+    deviation is ``std`` (NaN for a single value)."""
+    return std * t95(n - 1) / math.sqrt(n) if n > 1 else math.nan
 
 
 RESULT_COLUMNS = [
@@ -107,8 +81,7 @@ def rank(results: pd.DataFrame, metric: str = "final_top1", keys: tuple[str, ...
     g = ok.groupby(list(keys), dropna=False)[metric]
     table = g.agg(top1_mean="mean", top1_std="std", seeds="count").reset_index()
     table["top1_std"] = table["top1_std"].where(table["seeds"] > 1)
-    table["top1_ci95"] = [s * t95(n - 1) / math.sqrt(n) if n > 1 else math.nan
-                          for s, n in zip(table["top1_std"], table["seeds"])]
+    table["top1_ci95"] = [ci95(s, n) for s, n in zip(table["top1_std"], table["seeds"])]
     table["top1_per_mmacs"] = table["top1_mean"] / (table["macs"] / 1e6)
     table["rank_top1"] = table["top1_mean"].rank(ascending=False, method="min").astype(int)
     table["rank_top1_per_mmacs"] = table["top1_per_mmacs"].rank(ascending=False, method="min").astype(int)
@@ -118,10 +91,16 @@ def rank(results: pd.DataFrame, metric: str = "final_top1", keys: tuple[str, ...
 
 
 def pareto_mask(macs: np.ndarray, top1: np.ndarray) -> np.ndarray:
-    """True where no other point has MACs ≤ and top-1 ≥ with one of them strict."""
+    """True where a point is on the Pareto front of top-1 against MACs: no other point has
+    MACs ≤ and top-1 ≥ with one of the two strict.
+
+    Ties: of points with equal MACs only those with the highest top-1 are on the front, and of
+    equal top-1 only those with the fewest MACs; equal points (the same MACs and the same top-1)
+    do not dominate each other, so all of them are on it or none is. A point with a missing
+    (NaN) value is on no front and dominates no point.
+    """
     macs, top1 = np.asarray(macs, float), np.asarray(top1, float)
-    mask = np.ones(len(macs), bool)
-    for i in range(len(macs)):
-        dominated = (macs <= macs[i]) & (top1 >= top1[i]) & ((macs < macs[i]) | (top1 > top1[i]))
-        mask[i] = not dominated.any()
-    return mask
+    known = ~(np.isnan(macs) | np.isnan(top1))
+    m, t = macs[:, None], top1[:, None]  # row i: the point tested; column j: every other point
+    dominated = (macs <= m) & (top1 >= t) & ((macs < m) | (top1 > t))
+    return known & ~dominated.any(axis=1)

@@ -5,8 +5,8 @@ file, then goes through the same stages:
 
 1. **setup** (``RunFolder.check`` before anything starts, ``RunFolder.open`` once it can): a
    re-run is refused if it would mix incomparable trials; the user's study storage is opened
-   before anything is written; then the folder, its identity, ``config.yaml`` and
-   ``environment.json``;
+   before anything is written; then the folder is locked for this driver (``with run:`` holds
+   the lock until the step ends) and gets its identity, ``config.yaml`` and ``environment.json``;
 2. **launch** (``train.execution.run_specs``): every trial not yet recorded, through a runner;
 3. **collect** (``collect``): the ``results`` and ``epochs`` tables, rebuilt from the records;
 4. **analyse**: the step's own tables (``tables.write_table``), in one wording (``tables.verdict``).
@@ -16,11 +16,15 @@ Each stage takes the values it needs, not a step's whole settings object.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import socket
 from collections.abc import Iterable
-from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
+import filelock
 import optuna
 import pandas as pd
 from omegaconf import OmegaConf
@@ -41,9 +45,16 @@ from scaling_search.train.trial import FAILED, TrialSpec, trial_id
 TRAIN_MACS_PER_FORWARD = 3
 
 
-@dataclass(frozen=True)
+LOCK_FILE, HOLDER_FILE = ".lock", ".lock.json"
+
+
 class RunFolder:
-    """A run's folder and what defines it: the settings that decide what its trials compute.
+    """A run's folder, what defines it, and the lock its driver holds.
+
+    A run folder has one driver at a time: ``open`` takes an OS lock on ``out_dir/.lock`` (an
+    ``flock``, released by the kernel when its holder dies, even by ``kill -9``) and writes who
+    holds it to ``.lock.json``; a second driver is refused with that holder named. ``with run:``
+    releases it when the step ends.
 
     Attributes:
         out_dir: the folder (absolute, stable: a re-run resumes it).
@@ -52,26 +63,71 @@ class RunFolder:
         what: how the messages name the run ("search", "Step-2 run").
     """
 
-    out_dir: Path
-    identity_file: str
-    identity: dict
-    what: str
+    def __init__(self, out_dir: Path, identity_file: str, identity: dict, what: str):
+        self.out_dir, self.identity_file, self.identity, self.what = Path(out_dir), identity_file, identity, what
+        self._lock: filelock.BaseFileLock | None = None
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._lock is not None:
+            (self.out_dir / HOLDER_FILE).unlink(missing_ok=True)
+            self._lock.release()
+            self._lock = None
+
+    @property
+    def study_name(self) -> str:
+        """``search-<digest of the identity>``: the study belongs to what the run computes, not to
+        its folder's name, so a copied or moved run resumes its own study."""
+        digest = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()
+        return f"{Path(self.identity_file).stem}-{digest[:12]}"
 
     def check(self) -> None:
         """Refuses a folder that holds another run (before anything starts)."""
         check_identity(self.out_dir, self.identity_file, self.identity, self.what)
 
     def open(self, config: dict, study_storage: str | None, study_name: str | None,
-             sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
-        """Creates the folder with its identity, ``config.yaml`` and ``environment.json``; returns
-        the run's Optuna study. A user's storage is opened first, so a bad URL writes nothing."""
-        url, name = storage_url(study_storage, self.out_dir), study_name or self.out_dir.name
+             sampler: optuna.samplers.BaseSampler | None = None, out=None) -> optuna.Study:
+        """Locks the folder and writes its identity, ``config.yaml`` and ``environment.json``;
+        returns the run's Optuna study. A user's storage is opened first, so a bad URL writes
+        nothing.
+
+        Raises:
+            ValueError: another driver holds the folder (the message names it).
+        """
+        url, name = storage_url(study_storage, self.out_dir), study_name or self.study_name
         study = open_study(url, name, sampler) if study_storage else None
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._take_lock(out)
         write_identity(self.out_dir, self.identity_file, self.identity)
         atomic_write_text(self.out_dir / "config.yaml", OmegaConf.to_yaml(config))
         atomic_write_text(self.out_dir / "environment.json", json.dumps(capture(), indent=1))
         return study or open_study(url, name, sampler)
+
+    def _take_lock(self, out) -> None:
+        lock = filelock.FileLock(self.out_dir / LOCK_FILE)
+        holder_file = self.out_dir / HOLDER_FILE
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            raise ValueError(f"out_dir {str(self.out_dir)!r} is in use by another run ({_holder(holder_file)}); "
+                             "wait for it to end, or choose another out_dir") from None
+        if holder_file.is_file() and out is not None:  # its holder ended without releasing it
+            print(f"took over the lock of {_holder(holder_file)}, which is gone", file=out, flush=True)
+        atomic_write_text(holder_file, json.dumps({
+            "pid": os.getpid(), "host": socket.gethostname(),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+        self._lock = lock
+
+
+def _holder(path: Path) -> str:
+    """``pid 123 on host-a since 2026-11-25T08:00:00+00:00``, from a holder file."""
+    try:
+        h = json.loads(path.read_text())
+        return f"pid {h['pid']} on {h['host']} since {h['started']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a driver that did not say who it is"
 
 
 def trial_specs(tag: str, units: Iterable[tuple[str, Coefficients, ScaledModel]], seeds: list[int],

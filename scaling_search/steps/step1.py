@@ -116,17 +116,19 @@ def run_search(s: GridSettings, out=sys.stdout) -> SearchOutcome | None:
     run = RunFolder(s.out_dir, IDENTITY_FILE, search_identity(s), "search")
     run.check()
     config = plain(asdict(s))
-    with ray_session(s.runner, uses_ray(s.runner_kind, s.executor)):
-        if s.runner_kind == "optuna_tpe":
-            runner = make_runner("local" if s.executor == "local" else "ray", s.runner, s.out_dir)
-            tpe.run_tpe_search(
-                run, config, s.space, runner, s.tpe_trials, backbone=s.backbone, tag=s.backbone_tag,
-                base=Multipliers(s.proxy_depth_mult, s.proxy_width_mult), resolution_px=s.proxy_resolution_px,
-                rounding=s.rounding, num_classes=num_classes, data=s.data, trainer=s.trainer, seed=s.seed,
-                imports=s.imports, study_storage=s.study_storage, study_name=s.study_name, out=out)
-        else:
-            _run_grid(s, run, config, candidates, baseline, out)
-    return summarise(s.out_dir, s.backbone, s.data.name, s.rounding, s.emit_phis, s.emit_num_classes, out)
+    with run:  # the folder's lock, held to the last table
+        with ray_session(s.runner, uses_ray(s.runner_kind, s.executor)):
+            if s.runner_kind == "optuna_tpe":
+                runner = make_runner("local" if s.executor == "local" else "ray", s.runner, s.out_dir)
+                tpe.run_tpe_search(
+                    run, config, s.space, runner, s.tpe_trials, backbone=s.backbone, tag=s.backbone_tag,
+                    base=Multipliers(s.proxy_depth_mult, s.proxy_width_mult),
+                    resolution_px=s.proxy_resolution_px, rounding=s.rounding, num_classes=num_classes,
+                    data=s.data, trainer=s.trainer, seed=s.seed, imports=s.imports,
+                    study_storage=s.study_storage, study_name=s.study_name, out=out)
+            else:
+                _run_grid(s, run, config, candidates, baseline, out)
+        return summarise(s.out_dir, s.backbone, s.data.name, s.rounding, s.emit_phis, s.emit_num_classes, out)
 
 
 def _run_grid(s: GridSettings, run: RunFolder, config: dict, candidates: list[Candidate],
@@ -138,7 +140,7 @@ def _run_grid(s: GridSettings, run: RunFolder, config: dict, candidates: list[Ca
     data = load_dataset(s.data, max(c.model.resolution_px for c, _ in everything))
     if data.num_classes != num_classes_of(s.data):
         raise ValueError(f"{s.data.name} has {data.num_classes} classes, expected {num_classes_of(s.data)}")
-    study = run.open(config, s.study_storage, s.study_name)
+    study = run.open(config, s.study_storage, s.study_name, out=out)
     write_table(pd.DataFrame([{"candidate_id": k, **v} for k, v in columns.items()]),
                 s.out_dir / "candidates", parquet=True)
     run_specs(s.out_dir, specs, columns, data, s.trainer, make_runner(s.runner_kind, s.runner, s.out_dir),

@@ -98,21 +98,22 @@ def train_family(s: ScaleSettings, out=sys.stdout) -> Step2Outcome | None:
     by_cost = sorted(members, key=lambda m: (-m.cost.macs, m.member_id))
     specs = trial_specs(s.tag, [(m.member_id, m.per_phi_coefficients(s.coefficients), m.model) for m in by_cost],
                         s.seeds, s.resolution_px, s.rounding, s.imports)
-    with ray_session(s.runner, uses_ray(s.runner_kind)):
-        data = load_dataset(s.data, max(m.model.resolution_px for m in members))
-        study = run.open(plain(asdict(s)), s.study_storage, s.study_name)
-        compound = [m for m in members if m.method == COMPOUND]
-        write_family(s.out_dir / "configs", compound, s.coefficients, s.rounding, num_classes, s.resolution_px,
-                     Multipliers(s.base_depth_mult, s.base_width_mult), plain(asdict(s)),
-                     s.compare_published, "scaling_search.scale")
-        write_table(pd.DataFrame(columns.values()), s.out_dir / "members")
+    with run:  # the folder's lock, held to the last table
+        with ray_session(s.runner, uses_ray(s.runner_kind)):
+            data = load_dataset(s.data, max(m.model.resolution_px for m in members))
+            study = run.open(plain(asdict(s)), s.study_storage, s.study_name, out=out)
+            compound = [m for m in members if m.method == COMPOUND]
+            write_family(s.out_dir / "configs", compound, s.coefficients, s.rounding, num_classes, s.resolution_px,
+                         Multipliers(s.base_depth_mult, s.base_width_mult), plain(asdict(s)),
+                         s.compare_published, "scaling_search.scale")
+            write_table(pd.DataFrame(columns.values()), s.out_dir / "members")
 
-        def params_of(spec) -> dict:
-            return {"method": columns[spec.candidate_id]["role"], "phi": columns[spec.candidate_id]["phi"]}
+            def params_of(spec) -> dict:
+                return {"method": columns[spec.candidate_id]["role"], "phi": columns[spec.candidate_id]["phi"]}
 
-        run_specs(s.out_dir, specs, columns, data, s.trainer, make_runner(s.runner_kind, s.runner, s.out_dir),
-                  study, params_of, _distributions(s.phis), STUDY_ATTRS, s.runner_kind, out)
-    return summarise(s.out_dir, out)
+            run_specs(s.out_dir, specs, columns, data, s.trainer, make_runner(s.runner_kind, s.runner, s.out_dir),
+                      study, params_of, _distributions(s.phis), STUDY_ATTRS, s.runner_kind, out)
+        return summarise(s.out_dir, out)
 
 
 def _distributions(phis: Sequence[float]) -> dict:

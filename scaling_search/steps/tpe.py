@@ -60,7 +60,7 @@ def run_tpe_search(run: RunFolder, config: dict, space: SearchSpace, runner, n_t
 
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, n_trials // 3)),
                                          multivariate=True, constant_liar=True)
-    study = run.open(config, study_storage, study_name, sampler)
+    study = run.open(config, study_storage, study_name, sampler, out)
     store = TrialStore(run.out_dir)
     runner.resume = False  # the study, not Ray's experiment, is what a TPE search resumes from
     for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):

@@ -21,48 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-BUILT_IN = ("digits", "synthetic")
-KNOWN = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder")
-
-
-@dataclass(frozen=True)
-class DataSettings:
-    """Which dataset, where, and how to split it.
-
-    Attributes:
-        name: one of ``KNOWN``.
-        root: folder of CIFAR's files or of an image folder (not used by built-in data).
-        val_fraction: share of the training images held out for validation (when the
-            dataset has no validation split of its own).
-        split_seed: seed of the train/validation split (and of the synthetic images).
-        num_images: images to generate (``synthetic``) or, if set, to keep at most (others).
-        image_px: side of the generated images (``synthetic``) or of decoded ImageFolder images.
-        download: let torchvision download CIFAR (needs internet).
-        verify: check CIFAR's files against torchvision's checksums.
-        flip: random horizontal flips in training (off for digits: a mirrored digit is not one).
-    """
-
-    name: str = "digits"
-    root: str | None = None
-    val_fraction: float = 0.2
-    split_seed: int = 0
-    num_images: int | None = None
-    image_px: int | None = None
-    download: bool = False
-    verify: bool = True
-    flip: bool = False
-
-    def __post_init__(self) -> None:
-        if self.name not in KNOWN:
-            raise ValueError(f"data.name {self.name!r} is unknown; known: {', '.join(KNOWN)}")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"data.val_fraction must be between 0 and 1, got {self.val_fraction}")
-        if self.name not in BUILT_IN and not self.root:
-            raise ValueError(f"data.root must name the folder holding {self.name}, got {self.root!r}")
-        for name in ("num_images", "image_px"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"data.{name} must be a positive integer or null, got {v!r}")
+from scaling_search.settings import DataSettings
 
 
 @dataclass(frozen=True)

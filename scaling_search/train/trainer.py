@@ -14,54 +14,15 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scaling_search.settings import TrainSettings
 from scaling_search.train.data import ImageData
 
 OnEpoch = Callable[[dict, Callable[[], dict]], None]
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Everything that decides how a proxy trains (all from the ``trainer`` config group)."""
-
-    epochs: int = 5
-    batch_size: int = 64
-    eval_batch_size: int = 512
-    optimizer: Literal["sgd", "adamw", "rmsprop"] = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-5
-    lr_schedule: Literal["cosine", "constant"] = "cosine"
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.1
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = True  # mixed precision, on CUDA only
-    num_threads: int | None = None  # CPU threads of this process; None leaves torch's default
-    # Each residual block starts as the identity (network.py): deep stacks train at SGD's usual
-    # rates; an adaptive optimizer at a small lr grows the zeroed scales slowly at first.
-    zero_init_residual: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"trainer.{name} must be a positive integer, got {v!r}")
-        if self.optimizer not in ("sgd", "adamw", "rmsprop"):
-            raise ValueError(f"trainer.optimizer must be sgd, adamw or rmsprop, got {self.optimizer!r}")
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise ValueError(f"trainer.lr_schedule must be cosine or constant, got {self.lr_schedule!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"trainer.device must be auto, cpu or cuda, got {self.device!r}")
-        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
-            raise ValueError("trainer.lr must be > 0, weight_decay >= 0, label_smoothing in [0, 1)")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("trainer.device=cuda but this machine has no CUDA GPU; "
-                             "use trainer.device=auto or cpu")
 
 
 @dataclass(frozen=True)
