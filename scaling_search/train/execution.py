@@ -29,6 +29,11 @@ class RunInterrupted(Exception):
     """The runner returned before every trial ended (Ctrl-C in Ray Tune); nothing is ranked."""
 
 
+class RunFailed(Exception):
+    """A run ended with no usable result (every trial, or every candidate, failed or diverged):
+    nothing is frozen, and the command exits non-zero with one line saying so."""
+
+
 def check_identity(out_dir: Path, file_name: str, identity: dict, what: str = "search") -> None:
     """A re-run resumes only the same run; anything else would mix incomparable trials."""
     path = Path(out_dir) / file_name
