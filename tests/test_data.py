@@ -160,3 +160,18 @@ def test_image_folder_missing_is_one_clear_error(tmp_path):
 def test_bad_data_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DataSettings(**kwargs)
+
+
+def test_an_image_folder_of_one_class_is_refused(tmp_path):
+    """One class used to train to top-1 1.0 and freeze a "winner"."""
+    _write_image_folder(tmp_path / "imgs", classes=("cat",))
+    with pytest.raises(ValueError, match="has one class folder .cat.; a classifier needs at least 2"):
+        num_classes_of(DataSettings("imagefolder", root=str(tmp_path / "imgs")))
+
+
+@pytest.mark.parametrize("num_images", [1, 2])
+def test_too_few_images_to_train_and_validate_are_refused(num_images):
+    """data.num_images=2 used to leave one training image; 3 of 4 trials failed, the last won."""
+    with pytest.raises(ValueError, match=rf"data.num_images={num_images} .* leaves 1 training|leaves 0 training"):
+        load_dataset(DataSettings("digits", num_images=num_images))
+    assert len(load_dataset(DataSettings("digits", num_images=3)).train_labels) == 2

@@ -11,19 +11,21 @@ import yaml
 from conftest import TINY, compose_grid
 from scaling_search.models.scaling import Rounding
 from scaling_search.steps import step1
-from scaling_search.steps.pipeline import RunFolder
-from scaling_search.train.execution import RunInterrupted
+from scaling_search.steps.pipeline import RunFolder, check_apart
+from scaling_search.train.execution import RunFailed, RunInterrupted
 from scaling_search.train.records import TrialStore
 
 
-def _record(store: TrialStore, cid: str, role: str, coefficients: tuple[float, float, float], top1: float):
+def _record(store: TrialStore, cid: str, role: str, coefficients: tuple[float, float, float], top1: float | None):
     a, b, g = coefficients
     spec = {"trial_id": f"t_{cid}_s0", "candidate_id": cid, "seed": 0}
     columns = {"role": role, "depth_coef": a, "width_coef": b, "resolution_coef": g, "product": a * b * b * g * g,
                "depth_mult": a, "width_mult": b, "resolution_mult": g, "resolution_px": 16, "params": 1000,
                "macs": int(1e6 * a * b * b * g * g), "activations": 10, "macs_ratio": a * b * b * g * g,
                "merged": ""}
-    row = {"trial_id": spec["trial_id"], "status": "ok", "error": "", "final_top1": top1, "best_top1": top1}
+    row = ({"trial_id": spec["trial_id"], "status": "ok", "error": "", "final_top1": top1, "best_top1": top1}
+           if top1 is not None else
+           {"trial_id": spec["trial_id"], "status": "failed", "error": "Diverged: diverged in epoch 1"})
     store.save(spec, row, [], columns)
 
 
@@ -89,7 +91,7 @@ def test_a_run_folder_holding_another_run_is_refused_before_anything_is_written(
 HOLD = """
 import sys, time
 from pathlib import Path
-from scaling_search.steps.pipeline import RunFolder
+from scaling_search.steps.pipeline import RunFolder, check_apart
 run = RunFolder(Path(sys.argv[1]), "search.json", {"backbone": "resnet18"}, "search")
 with run:
     run.open({}, None, None)
@@ -129,3 +131,58 @@ def test_the_study_belongs_to_the_run_not_to_its_folder_name(tmp_path):
     other = RunFolder(tmp_path / "a", "search.json", {**identity, "backbone": "resnet50"}, "search")
     assert a.study_name == b.study_name != other.study_name
     assert a.study_name.startswith("search-")
+
+
+def _summarise(run_dir):
+    return step1.summarise(run_dir, "resnet18", "digits", Rounding(), (1.0,), 10, io.StringIO())
+
+
+def test_a_search_whose_every_trial_failed_freezes_nothing(tmp_path):
+    store = TrialStore(tmp_path)
+    _record(store, "d1.00_w1.00_r1.00", "baseline", (1.0, 1.0, 1.0), None)
+    _record(store, "d1.20_w1.10_r1.15", "candidate", (1.2, 1.1, 1.15), None)
+    with pytest.raises(RunFailed, match="every one of the 2 trials failed .first error: Diverged"):
+        _summarise(tmp_path)
+    assert not (tmp_path / "coefficients.yaml").exists() and not (tmp_path / "step2").exists()
+    assert (tmp_path / "results.csv").is_file()  # the errors are there to read
+
+
+def test_a_search_whose_every_candidate_failed_freezes_nothing(tmp_path):
+    store = TrialStore(tmp_path)
+    _record(store, "d1.00_w1.00_r1.00", "baseline", (1.0, 1.0, 1.0), 0.6)
+    _record(store, "d1.20_w1.10_r1.15", "candidate", (1.2, 1.1, 1.15), None)
+    with pytest.raises(RunFailed, match="every candidate failed, only the baseline trained"):
+        _summarise(tmp_path)
+    assert not (tmp_path / "coefficients.yaml").exists()
+
+
+def test_the_verdict_says_what_the_winner_was_chosen_among(tmp_path):
+    store = TrialStore(tmp_path)
+    _record(store, "d1.00_w1.00_r1.00", "baseline", (1.0, 1.0, 1.0), 0.6)
+    _record(store, "d1.20_w1.10_r1.15", "candidate", (1.2, 1.1, 1.15), None)
+    _record(store, "d1.00_w1.10_r1.30", "candidate", (1.0, 1.1, 1.3), 0.7)
+    _record(store, "d2.00_w1.00_r1.00", "candidate", (2.0, 1.0, 1.0), 0.65)
+    out = io.StringIO()
+    outcome = step1.summarise(tmp_path, "resnet18", "digits", Rounding(), (1.0,), 10, out)
+    assert outcome.winner["candidate_id"] == "d1.00_w1.10_r1.30"
+    assert ("1 of 3 candidates failed in every seed (d1.20_w1.10_r1.15); the winner was chosen among "
+            "the other 2") in out.getvalue()
+
+
+def test_a_run_folder_inside_the_data_folder_is_refused(tmp_path):
+    """It used to be read as a class on the next run: its plots became training images."""
+    from PIL import Image
+
+    for c in ("cat", "dog"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / "imgs" / c / f"{i}.png")
+    inside = tmp_path / "imgs" / "run"
+    settings = compose_grid(tmp_path, *TINY, "data=imagefolder", f"data.root={tmp_path / 'imgs'}",
+                            "runner=local", f"out_dir={inside}")
+    with pytest.raises(ValueError, match="lies inside data.root .*choose an out_dir outside the data folder"):
+        step1.run_search(settings, io.StringIO())
+    assert sorted(p.name for p in (tmp_path / "imgs").iterdir()) == ["cat", "dog"]
+    with pytest.raises(ValueError, match="data.root .* lies inside out_dir"):
+        check_apart(tmp_path, str(tmp_path / "imgs"))
+    check_apart(tmp_path / "elsewhere", str(tmp_path / "imgs"))  # apart: fine

@@ -85,3 +85,47 @@ def test_cuda_requested_without_gpu():
 def test_cuda_mixed_precision(digits):
     result = train(_model(), digits, 16, TrainSettings(epochs=2, amp=True), seed=0)
     assert result.device.startswith("cuda") and result.final_top1 > 0.5
+
+
+def test_a_diverging_run_stops_and_its_trial_fails(digits):
+    """lr=1e6 makes every loss NaN; that used to end as an `ok` trial at chance-level top-1."""
+    from scaling_search.train.trainer import Diverged
+    from scaling_search.train.trial import FAILED, TrialSpec, run_trial
+
+    wild = TrainSettings(epochs=3, batch_size=64, lr=1e6, num_threads=1)
+    epochs = []
+    with pytest.raises(Diverged, match="diverged in epoch 1: the training loss is nan"):
+        train(_model(), digits, 16, wild, seed=0, on_epoch=lambda m, s: epochs.append(m))
+    assert epochs == []  # stopped in its first epoch: no epoch was reported as a result
+    spec = TrialSpec("t", "c", 0, "resnet18", 1, 1, 1, 0.5, 0.25, 1.0, 16, {})
+    row = run_trial(spec, digits, wild)
+    assert row["status"] == FAILED and row["epochs"] == 1
+    assert row["error"].startswith("Diverged: diverged in epoch 1") and "trainer.lr" in row["error"]
+
+
+class _Payload:
+    """What an attacker would pickle into a run folder's checkpoint: code run on load."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_crafted_checkpoint_does_not_execute(tmp_path, digits):
+    import pickle
+
+    from scaling_search.train.runners.ray_tune import load_state
+
+    marker = tmp_path / "pwned"
+    crafted = tmp_path / "state.pt"
+    torch.save({"model": _Payload(marker)}, crafted)
+    with pytest.raises(pickle.UnpicklingError):
+        load_state(crafted)
+    assert not marker.exists()
+    states = []  # a real checkpoint still loads
+    train(_model(), digits, 16, TrainSettings(epochs=1, num_threads=1), seed=0,
+          on_epoch=lambda m, s: states.append(s()))
+    torch.save(states[0], tmp_path / "real.pt")
+    assert load_state(tmp_path / "real.pt")["epoch"] == 1

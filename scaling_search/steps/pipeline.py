@@ -130,6 +130,20 @@ def _holder(path: Path) -> str:
         return "a driver that did not say who it is"
 
 
+def check_apart(out_dir: Path, data_root: str | None) -> None:
+    """A run folder never lies inside the data folder (its plots would be read as a class on the
+    next run), nor the data inside a run folder."""
+    if not data_root:
+        return
+    out, data = Path(out_dir).resolve(), Path(data_root).expanduser().resolve()
+    if out == data or data in out.parents:
+        raise ValueError(f"out_dir {str(out)!r} lies inside data.root {str(data)!r}: its files would be "
+                         "read as images of a class; choose an out_dir outside the data folder")
+    if out in data.parents:
+        raise ValueError(f"data.root {str(data)!r} lies inside out_dir {str(out)!r}; keep the data "
+                         "outside the run folder")
+
+
 def trial_specs(tag: str, units: Iterable[tuple[str, Coefficients, ScaledModel]], seeds: list[int],
                 base_resolution_px: int | None, rounding: Rounding,
                 imports: tuple[str, ...]) -> list[TrialSpec]:

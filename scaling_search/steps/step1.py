@@ -31,11 +31,12 @@ from scaling_search.plan.family import plan_family
 from scaling_search.plan.space import Candidate, SearchSpace, build_candidates, candidate_id
 from scaling_search.settings import GridSettings
 from scaling_search.steps import tpe
-from scaling_search.steps.pipeline import RunFolder, collect, trial_specs, with_training_macs
+from scaling_search.steps.pipeline import RunFolder, check_apart, collect, trial_specs, with_training_macs
 from scaling_search.tables import markdown, verdict, write_table
 from scaling_search.train.data import load_dataset, num_classes_of, train_image_count
-from scaling_search.train.execution import RunInterrupted, make_runner, ray_session, run_specs, uses_ray
+from scaling_search.train.execution import RunFailed, RunInterrupted, make_runner, ray_session, run_specs, uses_ray
 from scaling_search.train.study import distributions, grid_params
+from scaling_search.train.trial import OK
 
 BASELINE_ROLE, CANDIDATE_ROLE = "baseline", "candidate"
 RANKING_FORMATS = {"top1_mean": "{:.4f}", "top1_std": "{:.4f}", "top1_ci95": "{:.4f}",
@@ -56,6 +57,11 @@ class SearchOutcome:
     baseline: dict | None  # the unscaled proxy's ranking row, when it was trained
     trials: int
     failed: int
+
+
+def _first_error(results: pd.DataFrame) -> str:
+    errors = results.loc[results["status"] != OK, "error"].dropna()
+    return f"first error: {errors.iloc[0]}" if len(errors) else "no error recorded"
 
 
 def plan(s: GridSettings) -> tuple[list[Candidate], Candidate | None, int]:
@@ -113,6 +119,7 @@ def run_search(s: GridSettings, out=sys.stdout) -> SearchOutcome | None:
     if s.dry_run:
         dry_run(s, candidates, baseline, out)
         return None
+    check_apart(s.out_dir, s.data.root)
     run = RunFolder(s.out_dir, IDENTITY_FILE, search_identity(s), "search")
     run.check()
     config = plain(asdict(s))
@@ -158,11 +165,11 @@ def summarise(out_dir: Path, backbone: str, data_name: str, rounding: Rounding, 
               emit_num_classes: int, out=sys.stdout) -> SearchOutcome:
     """Builds every table from the records, freezes the winner and emits its Step-2 configs."""
     results, failed = collect(out_dir, out=out)
-    try:
-        ranking = rank(results)
-    except ValueError as e:
-        print(f"no ranking: {e}", file=out)
-        return SearchOutcome(out_dir, None, None, len(results), failed)
+    ok = results[results["status"] == OK]
+    if ok.empty:
+        raise RunFailed(f"every one of the {len(results)} trials failed ({_first_error(results)}); "
+                        f"nothing was frozen; the errors are in {out_dir / 'results.csv'}")
+    ranking = rank(results)
     write_table(ranking, out_dir / "ranking", RANKING_FORMATS)
     write_table(ranking[ranking["pareto"]].sort_values("macs"), out_dir / "pareto")
 
@@ -173,7 +180,10 @@ def summarise(out_dir: Path, backbone: str, data_name: str, rounding: Rounding, 
              "macs_ratio", "top1_mean", "top1_std", "seeds", "top1_per_mmacs", "pareto"]
     print(markdown(ranking[shown].head(10), RANKING_FORMATS), file=out)
     if contenders.empty:
-        return SearchOutcome(out_dir, None, base_row, len(results), failed)
+        raise RunFailed(f"every candidate failed, only the baseline trained ({_first_error(results)}); "
+                        f"nothing was frozen; the errors are in {out_dir / 'results.csv'}")
+    tried = sorted(set(results.loc[results["role"] == CANDIDATE_ROLE, "candidate_id"]))
+    lost = [c for c in tried if c not in set(contenders["candidate_id"])]
     win = contenders.iloc[0].to_dict()
     coefficients = Coefficients(win["depth_coef"], win["width_coef"], win["resolution_coef"])
     header = (f"# Step-1 winner of {out_dir} ({backbone} proxy on {data_name}):\n"
@@ -191,6 +201,10 @@ def summarise(out_dir: Path, backbone: str, data_name: str, rounding: Rounding, 
     write_family(out_dir / "step2", family, coefficients, rounding, emit_num_classes, run_config=emission,
                  prog="scaling_search.grid")
     against = f"; {verdict(win['top1_mean'] - base_row['top1_mean'], 'the unscaled baseline')}" if base_row else ""
+    if lost:
+        print(f"{len(lost)} of {len(tried)} candidates failed in every seed ({', '.join(lost[:5])}"
+              f"{', ...' if len(lost) > 5 else ''}); the winner was chosen among the other "
+              f"{len(tried) - len(lost)}", file=out)
     print(f"winner {win['candidate_id']}: alpha={coefficients.depth_coef:g} beta={coefficients.width_coef:g} "
           f"gamma={coefficients.resolution_coef:g}, top-1 {win['top1_mean']:.4f}{against}\n"
           f"frozen to {out_dir / 'coefficients.yaml'}; Step-2 configs in {out_dir / 'step2'}",

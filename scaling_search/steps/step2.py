@@ -28,10 +28,11 @@ from scaling_search.models.scaling import Multipliers
 from scaling_search.plan.emit import write_family
 from scaling_search.plan.family import COMPOUND, DIMENSIONS, METHODS, Member, plan_family
 from scaling_search.settings import ScaleSettings
-from scaling_search.steps.pipeline import RunFolder, collect, trial_specs, with_training_macs
+from scaling_search.steps.pipeline import RunFolder, check_apart, collect, trial_specs, with_training_macs
 from scaling_search.tables import markdown, verdict, write_table
 from scaling_search.train.data import load_dataset, num_classes_of, train_image_count
-from scaling_search.train.execution import make_runner, ray_session, run_specs, uses_ray
+from scaling_search.train.execution import RunFailed, make_runner, ray_session, run_specs, uses_ray
+from scaling_search.train.trial import OK
 
 IDENTITY_FILE = "step2.json"
 MEMBER_KEYS = ("candidate_id", "role", "phi", "depth_scale", "width_scale", "resolution_scale",
@@ -51,8 +52,8 @@ STUDY_ATTRS = ("role", "phi", "macs", "params", "resolution_px", "macs_ratio")
 @dataclass(frozen=True)
 class Step2Outcome:
     run_dir: Path
-    family: pd.DataFrame | None  # one row per member (top-1 over seeds); None if nothing finished
-    comparison: pd.DataFrame | None  # one row per φ > 0
+    family: pd.DataFrame  # one row per member (top-1 over seeds)
+    comparison: pd.DataFrame  # one row per φ > 0
     trials: int
     failed: int
 
@@ -91,6 +92,7 @@ def train_family(s: ScaleSettings, out=sys.stdout) -> Step2Outcome | None:
     if s.dry_run:
         dry_run(s, members, out)
         return None
+    check_apart(s.out_dir, s.data.root)
     run = RunFolder(s.out_dir, IDENTITY_FILE, identity(s), "Step-2 run")
     run.check()
     columns = {m.member_id: m.columns() for m in members}
@@ -145,11 +147,10 @@ def comparison_frame(family: pd.DataFrame) -> pd.DataFrame:
 def summarise(out_dir: Path, out=sys.stdout) -> Step2Outcome:
     """Builds the tables from the records and prints the compound-vs-single verdict."""
     results, failed = collect(out_dir, RESULT_COLUMNS, out)
-    try:
-        family = rank(results, keys=MEMBER_KEYS)
-    except ValueError as e:
-        print(f"no table: {e}", file=out)
-        return Step2Outcome(out_dir, None, None, len(results), failed)
+    if not (results["status"] == OK).any():
+        raise RunFailed(f"every one of the {len(results)} trials failed; no table was written; "
+                        f"the errors are in {out_dir / 'results.csv'}")
+    family = rank(results, keys=MEMBER_KEYS)
     family = family.sort_values(["phi", "role"], key=lambda c: c.map(_method_order) if c.name == "role" else c,
                                 ignore_index=True)
     write_table(family, out_dir / "family", FAMILY_FORMATS)

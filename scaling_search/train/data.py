@@ -72,6 +72,10 @@ def _split(images: torch.Tensor, labels: torch.Tensor, settings: DataSettings, n
         order = order[:settings.num_images]
     n_val = max(1, round(len(order) * settings.val_fraction))
     val, train = order[:n_val], order[n_val:]
+    if len(train) < 2:  # a training batch of one image breaks BatchNorm; none trains nothing
+        raise ValueError(f"{name} with data.num_images={settings.num_images} and data.val_fraction="
+                         f"{settings.val_fraction:g} leaves {len(train)} training and {len(val)} validation "
+                         "images; give more images (data.num_images) or a smaller val_fraction")
     return ImageData(name, images[train].contiguous(), labels[train].contiguous(),
                      images[val].contiguous(), labels[val].contiguous(), num_classes, settings.flip)
 
@@ -212,6 +216,9 @@ def num_classes_of(settings: DataSettings) -> int:
     classes = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
     if not classes:
         raise FileNotFoundError(f"data.root {str(folder)!r} has no class sub-folders")
+    if len(classes) < 2:
+        raise ValueError(f"data.root {str(folder)!r} has one class folder ({classes[0].name}); a classifier "
+                         "needs at least 2: add a folder of images for each class")
     return len(classes)
 
 

@@ -25,6 +25,19 @@ from scaling_search.train.data import ImageData
 OnEpoch = Callable[[dict, Callable[[], dict]], None]
 
 
+class Diverged(RuntimeError):
+    """Training produced a non-finite loss: the trial stops at the end of that epoch and fails.
+
+    A diverged network predicts a constant class, so its top-1 is chance and would look like a
+    result; it must never be ranked or frozen.
+    """
+
+    def __init__(self, epoch: int, what: str, value: float):
+        super().__init__(f"diverged in epoch {epoch}: {what} is {value}; lower trainer.lr "
+                         "or raise trainer.warmup_epochs")
+        self.epoch = epoch
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """The run's per-epoch metrics and its totals."""
@@ -160,8 +173,13 @@ def train(model: nn.Module, data: ImageData, resolution_px: int, settings: Train
         epoch_train_s = time.perf_counter() - t0
         train_time += epoch_train_s
         images_seen += steps_per_epoch * batch
+        train_loss = loss_sum.item() / steps_per_epoch
+        if not math.isfinite(train_loss):
+            raise Diverged(epoch + 1, "the training loss", train_loss)
         top1, val_loss = evaluate(model, val_x, val_y, settings.eval_batch_size, device, autocast)
-        metrics = {"epoch": epoch + 1, "train/loss": loss_sum.item() / steps_per_epoch,
+        if not math.isfinite(val_loss):
+            raise Diverged(epoch + 1, "the validation loss", val_loss)
+        metrics = {"epoch": epoch + 1, "train/loss": train_loss,
                    "val/loss": val_loss, "val/top1": top1, "lr": scheduler.get_last_lr()[0],
                    "time_s": time.perf_counter() - t0,
                    "images_per_s": steps_per_epoch * batch / epoch_train_s}

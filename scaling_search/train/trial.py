@@ -17,7 +17,7 @@ import torch
 from scaling_search.models.backbones import ScaledModel, get_backbone, import_plugins
 from scaling_search.models.scaling import Coefficients, Multipliers, Rounding
 from scaling_search.train.data import ImageData
-from scaling_search.train.trainer import OnEpoch, TrainSettings, train
+from scaling_search.train.trainer import Diverged, OnEpoch, TrainSettings, train
 
 OK, FAILED, STOPPED = "ok", "failed", "stopped"
 
@@ -84,6 +84,8 @@ def run_trial(spec: TrialSpec, data: ImageData, settings: TrainSettings,
                    device=result.device)
     except Exception as e:  # noqa: BLE001 - a failed trial is a result, not a crash
         row["error"] = f"{type(e).__name__}: {e}".strip()
+        if isinstance(e, Diverged):
+            row["epochs"] = e.epoch
         row["traceback"] = traceback.format_exc(limit=8)
     row["wall_time_s"] = time.perf_counter() - start
     return row

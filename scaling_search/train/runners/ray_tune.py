@@ -66,6 +66,12 @@ def check_cluster(settings: RaySettings) -> None:
                          f"has {res.get('CPU', 0):g} CPUs")
 
 
+def load_state(path: Path) -> dict:
+    """A trial's checkpoint: tensors, numbers and containers only (``weights_only=True``), so a
+    file planted in a run folder cannot run code on the next resume."""
+    return torch.load(path, weights_only=True)
+
+
 def _trainable(config: dict, data: ImageData, settings: TrainSettings, checkpoint: bool) -> None:
     from ray import tune  # lazy: importing Ray costs ~1 s, which runner=local never pays
 
@@ -74,7 +80,7 @@ def _trainable(config: dict, data: ImageData, settings: TrainSettings, checkpoin
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / "state.pt", weights_only=True)  # tensors and numbers only: no code runs from a run folder
+            state = load_state(Path(d) / "state.pt")
     last: dict = {}
     history: list[dict] = []
 
