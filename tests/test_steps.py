@@ -186,3 +186,18 @@ def test_a_run_folder_inside_the_data_folder_is_refused(tmp_path):
     with pytest.raises(ValueError, match="data.root .* lies inside out_dir"):
         check_apart(tmp_path, str(tmp_path / "imgs"))
     check_apart(tmp_path / "elsewhere", str(tmp_path / "imgs"))  # apart: fine
+
+
+def test_a_damaged_file_in_a_run_folder_is_named_with_what_to_do(tmp_path):
+    """A cut-off search.json or trial record used to give only the parser's message."""
+    run = RunFolder(tmp_path / "run", "search.json", {"backbone": "resnet18"}, "search")
+    with run:
+        run.open({}, None, None)
+    (tmp_path / "run" / "search.json").write_text('{"backbone": "res')
+    with pytest.raises(ValueError, match=r"run/search.json is damaged .*delete that folder to start the run anew"):
+        run.check()
+    store = TrialStore(tmp_path / "run")
+    _record(store, "d1.00_w1.00_r1.00", "baseline", (1.0, 1.0, 1.0), 0.5)
+    (store.dir / "t_d1.00_w1.00_r1.00_s0.json").write_text('{"spec": {"trial_id": "t"')
+    with pytest.raises(ValueError, match=r"trial record .*t_d1.00_w1.00_r1.00_s0.json is damaged .*delete it"):
+        store.load()

@@ -39,7 +39,11 @@ def check_identity(out_dir: Path, file_name: str, identity: dict, what: str = "s
     path = Path(out_dir) / file_name
     if not path.is_file():
         return
-    old = json.loads(path.read_text())
+    try:
+        old = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is damaged ({e}); restore it, or delete that folder "
+                         "to start the run anew") from None
     if old != identity:
         diff = [k for k in identity if old.get(k) != identity[k]] or sorted(set(old) - set(identity))
         raise ValueError(f"out_dir {str(out_dir)!r} holds a {what} with different {', '.join(diff)}; "

@@ -30,8 +30,19 @@ class TrialStore:
     def load(self) -> list[dict]:
         if not self.dir.is_dir():
             return []
-        return [json.loads(p.read_text()) for p in sorted(self.dir.glob("*.json"))]
+        return [_read(p) for p in sorted(self.dir.glob("*.json"))]
 
     def finished_ids(self) -> set[str]:
         """Trials that need no re-run: finished or stopped early by the scheduler."""
         return {r["row"]["trial_id"] for r in self.load() if r["row"]["status"] in (OK, STOPPED)}
+
+
+def _read(path: Path) -> dict:
+    """One record; a damaged one is named, with what to do about it."""
+    try:
+        record = json.loads(path.read_text())
+        record["spec"]["trial_id"], record["row"]["status"]  # noqa: B018 - the keys every reader needs
+        return record
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"the trial record {path} is damaged ({type(e).__name__}: {e}); delete it "
+                         "and run the same command again: that trial trains again") from None
