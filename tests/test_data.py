@@ -175,3 +175,22 @@ def test_too_few_images_to_train_and_validate_are_refused(num_images):
     with pytest.raises(ValueError, match=rf"data.num_images={num_images} .* leaves 1 training|leaves 0 training"):
         load_dataset(DataSettings("digits", num_images=num_images))
     assert len(load_dataset(DataSettings("digits", num_images=3)).train_labels) == 2
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # code an attacker would plant in a re-packed copy's meta file
+        return (open, (str(self.marker), "w"))
+
+
+def test_an_unverified_cifar_copy_never_unpickles_its_meta_file(tmp_path):
+    import pickle
+
+    _write_cifar(tmp_path, "cifar10")
+    marker = tmp_path / "pwned"
+    with open(tmp_path / "cifar-10-batches-py" / "batches.meta", "wb") as fh:
+        pickle.dump({"label_names": _Payload(marker)}, fh)
+    data = load_dataset(DataSettings("cifar10", root=str(tmp_path), verify=False))
+    assert data.num_classes == 10 and not marker.exists()

@@ -14,7 +14,6 @@ every trial and every training seed sees the same split.
 from __future__ import annotations
 
 import math
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,9 +150,8 @@ def load_cifar(settings: DataSettings) -> ImageData:
             return all((Path(self.root) / self.base_folder / name).is_file()
                        for name, _ in self.train_list + self.test_list)
 
-        def _load_meta(self) -> None:
-            with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
-                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+        def _load_meta(self) -> None:  # the class names are not needed: the meta file is not unpickled
+            self.classes = [str(i) for i in range(10 if settings.name == "cifar10" else 100)]
             self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
     cls = base if settings.verify else Unverified
