@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pandas as pd
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from scaling_search.cli import CONF_DIR
 from scaling_search.settings import GridSettings
@@ -35,7 +34,7 @@ OUT = Path(__file__).resolve().parent.parent / "results" / "bench_search"
 def settings(name: str, overrides: list[str]) -> GridSettings:
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("grid", overrides=[f"out_dir={OUT / name}", *overrides])
-    return GridSettings.from_dict(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
+    return GridSettings.from_config(cfg)
 
 
 def run(name: str, overrides: list[str]) -> dict:

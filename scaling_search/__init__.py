@@ -5,50 +5,41 @@ move. The pipeline flows one way through them:
 
     models/    coefficients, rounding, stage tables, backbones, networks, cost
     plan/      what to train: Step 1's candidates, Step 2's family, emitted configs
+    settings   the typed, schema-checked settings of both apps
     train/     data, trainer, one trial, runners, the Optuna study, a run folder's records
     analysis/  results tables, ranking, plots, the HTML report
     steps/     Step 1 (grid or TPE) and Step 2 end to end, on one shared run pipeline
-    settings.py, cli.py, grid.py, scale.py, report.py, multirun.py: the command-line apps
+    cli.py, grid.py, scale.py, report.py, multirun.py: the command-line apps
+
+Every name is imported on first use (PEP 562), so ``import scaling_search`` and the apps that
+need no network (``python -m scaling_search.report``) do not pay for torch or matplotlib.
 """
 
-from scaling_search.models.backbones import (
-    Backbone,
-    ScaledModel,
-    get_backbone,
-    import_plugins,
-    list_backbones,
-    register_backbone,
-    unregister_backbone,
-)
-from scaling_search.models.cost import Cost, count_cost, estimate_cost
-from scaling_search.models.scaling import (
-    PAPER_COEFFICIENTS,
-    REFERENCE_ROUNDING,
-    Coefficients,
-    Multipliers,
-    Rounding,
-)
-from scaling_search.models.stages import ScaledNetwork, Stage, StageTable, scale_table
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "PAPER_COEFFICIENTS", "REFERENCE_ROUNDING", "Backbone", "Coefficients", "Cost", "Multipliers",
-    "Rounding", "ScaledModel", "ScaledNetwork", "Stage", "StageTable", "count_cost", "estimate_cost",
-    "get_backbone", "import_plugins", "list_backbones", "model_from_config", "plots",
-    "register_backbone", "scale_table", "unregister_backbone",
-]
+_WHERE = {
+    "Backbone": "models.backbones", "ScaledModel": "models.backbones", "get_backbone": "models.backbones",
+    "import_plugins": "models.backbones", "list_backbones": "models.backbones",
+    "register_backbone": "models.backbones", "unregister_backbone": "models.backbones",
+    "Cost": "models.cost", "count_cost": "models.cost", "estimate_cost": "models.cost",
+    "PAPER_COEFFICIENTS": "models.scaling", "REFERENCE_ROUNDING": "models.scaling",
+    "Coefficients": "models.scaling", "Multipliers": "models.scaling", "Rounding": "models.scaling",
+    "ScaledNetwork": "models.stages", "Stage": "models.stages", "StageTable": "models.stages",
+    "scale_table": "models.stages", "model_from_config": "plan.emit", "plots": "analysis",
+}
+__all__ = sorted(_WHERE)
 
 
 def __getattr__(name: str):
-    # Lazy, for start-up time: `plots` imports matplotlib and `model_from_config` pandas and
-    # OmegaConf, which the command-line apps and a plain `import scaling_search` do not need.
-    if name == "plots":
-        from scaling_search.analysis import plots
+    if name not in _WHERE:
+        raise AttributeError(f"module 'scaling_search' has no attribute {name!r}")
+    value = getattr(import_module(f"scaling_search.{_WHERE[name]}"), name) if name != "plots" else \
+        import_module("scaling_search.analysis.plots")
+    globals()[name] = value  # once found, a plain attribute
+    return value
 
-        return plots
-    if name == "model_from_config":
-        from scaling_search.plan.emit import model_from_config
 
-        return model_from_config
-    raise AttributeError(f"module 'scaling_search' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return [*globals(), *__all__]

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from scaling_search.train.trial import OK
+from scaling_search.train.status import OK
 
 
 def t95(df: int) -> float:

@@ -4,7 +4,7 @@ Tan & Le (arXiv:1905.11946), Eq. 1 writes a ConvNet as N = ⊙_i F_i^{L_i}(X_{H_
 stage i repeats operator F_i L_i times at resolution H_i × W_i with C_i channels. A
 ``StageTable`` holds exactly that for a baseline; ``scale_table`` applies depth, width and
 resolution multipliers through the rounding rules of ``scaling.py`` and returns a frozen
-``ScaledNetwork`` from which both the analytic cost (``complexity.py``) and the module
+``ScaledNetwork`` from which both the analytic cost (``cost.py``) and the module
 (``network.py``) are derived, block by block, through ``iter_blocks``.
 """
 
@@ -17,7 +17,7 @@ from typing import Literal
 from scaling_search.models.scaling import REFERENCE_ROUNDING, Multipliers, Rounding
 
 # Block kinds, each implemented once as a module (network.py) and once as a formula
-# (complexity.py):
+# (cost.py):
 #   conv        k×k conv + BatchNorm + activation
 #   resnet_stem 7×7/2 conv + BatchNorm + ReLU + 3×3/2 max-pool (He et al. 2016, Table 1)
 #   dwsep       depthwise 3×3 + BN + act, pointwise 1×1 + BN + act (MobileNetV1)

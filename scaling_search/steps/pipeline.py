@@ -39,7 +39,8 @@ from scaling_search.tables import write_table
 from scaling_search.train.execution import check_identity, write_identity
 from scaling_search.train.records import TrialStore
 from scaling_search.train.study import open_study
-from scaling_search.train.trial import FAILED, TrialSpec, trial_id
+from scaling_search.train.status import FAILED
+from scaling_search.train.trial import TrialSpec, trial_id
 
 # Training costs about 3x the forward pass (forward + backward), per image and epoch.
 TRAIN_MACS_PER_FORWARD = 3
@@ -78,7 +79,7 @@ class RunFolder:
 
     @property
     def study_name(self) -> str:
-        """``search-<digest of the identity>``: the study belongs to what the run computes, not to
+        """``search-<digest>`` or ``step2-<digest>`` (of the identity): the study belongs to what the run computes, not to
         its folder's name, so a copied or moved run resumes its own study."""
         digest = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()
         return f"{Path(self.identity_file).stem}-{digest[:12]}"

@@ -36,7 +36,7 @@ from scaling_search.tables import markdown, verdict, write_table
 from scaling_search.train.data import load_dataset, num_classes_of, train_image_count
 from scaling_search.train.execution import RunFailed, RunInterrupted, make_runner, ray_session, run_specs, uses_ray
 from scaling_search.train.study import distributions, grid_params
-from scaling_search.train.trial import OK
+from scaling_search.train.status import OK
 
 BASELINE_ROLE, CANDIDATE_ROLE = "baseline", "candidate"
 RANKING_FORMATS = {"top1_mean": "{:.4f}", "top1_std": "{:.4f}", "top1_ci95": "{:.4f}",

@@ -32,7 +32,7 @@ from scaling_search.steps.pipeline import RunFolder, check_apart, collect, trial
 from scaling_search.tables import markdown, verdict, write_table
 from scaling_search.train.data import load_dataset, num_classes_of, train_image_count
 from scaling_search.train.execution import RunFailed, make_runner, ray_session, run_specs, uses_ray
-from scaling_search.train.trial import OK
+from scaling_search.train.status import OK
 
 IDENTITY_FILE = "step2.json"
 MEMBER_KEYS = ("candidate_id", "role", "phi", "depth_scale", "width_scale", "resolution_scale",

@@ -30,7 +30,8 @@ from scaling_search.train.data import load_dataset
 from scaling_search.train.execution import RunInterrupted
 from scaling_search.train.progress import Progress
 from scaling_search.train.records import TrialStore
-from scaling_search.train.trial import FAILED, OK, TrialSpec, trial_id
+from scaling_search.train.status import FAILED, OK
+from scaling_search.train.trial import TrialSpec, trial_id
 
 MAX_INFEASIBLE_IN_A_ROW = 200
 ID_DECIMALS = 4  # a continuous sample's candidate id: d1.2346_w1.0712_r1.2210

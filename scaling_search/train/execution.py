@@ -85,8 +85,7 @@ def make_runner(kind: str, settings: RaySettings, out_dir: Path):
 
 def run_specs(out_dir: Path, specs: list[TrialSpec], columns: dict[str, dict], data: ImageData,
               trainer: TrainSettings, runner, study, params_of: Callable[[TrialSpec], dict],
-              dists: dict, attr_keys: tuple[str, ...], runner_kind: str, out,
-              unit: str = "networks") -> None:
+              dists: dict, attr_keys: tuple[str, ...], runner_kind: str, out) -> None:
     """Trains every spec not yet recorded in ``out_dir/trials`` and records each as it ends.
 
     Args:
@@ -118,7 +117,7 @@ def run_specs(out_dir: Path, specs: list[TrialSpec], columns: dict[str, dict], d
         record(spec, row, history)
 
     seeds = len({sp.seed for sp in specs})
-    print(f"{len(columns)} {unit} x {seeds} seed(s) = {len(specs)} trials; "
+    print(f"{len(columns)} networks x {seeds} seed(s) = {len(specs)} trials; "
           f"{len(specs) - len(pending)} already done, {len(pending)} to run "
           f"({runner_kind} runner) -> {out_dir}", file=out, flush=True)
     progress = Progress(len(pending), runner.concurrency, len(specs) - len(pending), out)

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from scaling_search.files import atomic_write_text
-from scaling_search.train.trial import OK, STOPPED
+from scaling_search.train.status import OK, STOPPED
 
 
 class TrialStore:

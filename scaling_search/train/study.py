@@ -9,12 +9,10 @@ in the study (by ``trial_id``) is not added twice, so a resumed search leaves no
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import optuna
 
-from scaling_search.settings import storage_url
-from scaling_search.train.trial import FAILED, OK, TrialSpec
+from scaling_search.train.status import FAILED, OK
+from scaling_search.train.trial import TrialSpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

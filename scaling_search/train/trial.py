@@ -17,9 +17,9 @@ import torch
 from scaling_search.models.backbones import ScaledModel, get_backbone, import_plugins
 from scaling_search.models.scaling import Coefficients, Multipliers, Rounding
 from scaling_search.train.data import ImageData
+from scaling_search.train.status import FAILED, OK
 from scaling_search.train.trainer import Diverged, OnEpoch, TrainSettings, train
 
-OK, FAILED, STOPPED = "ok", "failed", "stopped"
 
 
 @dataclass(frozen=True)

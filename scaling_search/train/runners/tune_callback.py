@@ -20,7 +20,8 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from scaling_search.train.progress import Progress
 from scaling_search.train.runners.local import OnResult
-from scaling_search.train.trial import FAILED, OK, STOPPED, TrialSpec
+from scaling_search.train.status import FAILED, OK, STOPPED
+from scaling_search.train.trial import TrialSpec
 
 EPOCH_KEYS = ("epoch", "train/loss", "val/loss", "val/top1", "lr", "time_s", "images_per_s")
 _LIVE: dict[str, Recording] = {}
