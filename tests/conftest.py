@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from scaling_search.models.reference import load_reference
+from services import REQUIRE, postgres_server, required  # tests/services.py: real servers
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -74,3 +75,24 @@ def ray_session():
     yield ray
     if owned:
         ray.shutdown()
+
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server for the session (tests/services.py), run as an unprivileged
+    user on a socket in a temporary folder; ``postgres.create_database(name)`` gives a URL."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI (SCALING_SEARCH_REQUIRE_SERVICES set), a ``pytest.importorskip`` that skips is a
+    failure: a missing component (Ray, Playwright...) must not leave the run green."""
+    report = yield
+    if (report.skipped and required() and call.excinfo is not None
+            and str(call.excinfo.value).startswith("could not import")):
+        report.outcome = "failed"
+        report.longrepr = f"{call.excinfo.value} ({REQUIRE} is set: in CI every component must be installed)"
+    return report

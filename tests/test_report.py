@@ -1,7 +1,7 @@
 """The HTML report, opened from disk in a real headless Chromium (Debian's ``chromium``).
 
 Each page must render every table and image with no console error, and show the numbers of
-the run's own tables. ``.ci/run`` installs Chromium and sets SCALING_SEARCH_REQUIRE_BROWSER=1, so
+the run's own tables. ``.ci/run`` installs Chromium and sets SCALING_SEARCH_REQUIRE_SERVICES=1, so
 there the browser tests cannot skip; screenshots go to $SCALING_SEARCH_SCREENSHOTS when set.
 """
 
@@ -17,6 +17,7 @@ import pytest
 
 from conftest import _pythonpath
 from scaling_search.analysis.report import build_page, report_after_run, write_report
+from services import missing, require_module
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -49,10 +50,8 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
-        if os.environ.get("SCALING_SEARCH_REQUIRE_BROWSER"):
-            pytest.fail(f"Chromium is not at {CHROMIUM}; install Debian's chromium package")
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+        missing(f"Chromium is not at {CHROMIUM}; apt-get install chromium")
+    sync_api = require_module("playwright.sync_api", "pip install -e '.[dev]'")
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b

@@ -1,4 +1,4 @@
-"""A whole Step-1 search (search.py) through the in-process runner, Ray Tune and Optuna's TPE:
+"""A whole Step-1 search (steps/step1.py) through the in-process runner, Ray Tune and Optuna's TPE:
 same seed, same table; failures recorded; interrupted searches resumed, not restarted."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 
 from conftest import PLUGINS, TINY, compose_grid
 from scaling_search.steps.step1 import run_search
+from services import missing
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +92,7 @@ def test_optuna_dashboard_opens_the_study(tmp_path):
     dashboard = shutil.which("optuna-dashboard", path=os.path.dirname(sys.executable)) or shutil.which(
         "optuna-dashboard")
     if dashboard is None:
-        pytest.skip("optuna-dashboard is not installed (pip install -e '.[dev]')")
+        missing("optuna-dashboard is not installed (pip install -e '.[dev]')")
     outcome, _ = _run(compose_grid(tmp_path, *TINY, "runner=local", "trainer.epochs=1"))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

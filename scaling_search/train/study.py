@@ -9,7 +9,10 @@ in the study (by ``trial_id``) is not added twice, so a resumed search leaves no
 
 from __future__ import annotations
 
+import time
+
 import optuna
+import sqlalchemy.exc
 
 from scaling_search.train.status import FAILED, OK
 from scaling_search.train.trial import TrialSpec
@@ -19,10 +22,22 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 PARAMS = ("depth_coef", "width_coef", "resolution_coef")
 
 
+def _storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Processes opening a new database at once race to create Optuna's tables (PostgreSQL's
+    CREATE TABLE IF NOT EXISTS is not atomic); a loser's IntegrityError is retried, and finds
+    the tables made."""
+    for attempt in range(1, attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except sqlalchemy.exc.IntegrityError:
+            time.sleep(0.1 * attempt)
+    return optuna.storages.RDBStorage(url)
+
+
 def open_study(url: str, name: str, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
     """Creates or loads the study ``name`` (maximising validation top-1)."""
     try:
-        storage = optuna.storages.RDBStorage(url)
+        storage = _storage(url)
     except Exception as e:  # noqa: BLE001 - a bad URL or an unreachable server
         raise ValueError(f"cannot open the Optuna storage {url!r}: {type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''}") from None
