@@ -7,7 +7,8 @@ file, then goes through the same stages:
    re-run is refused if it would mix incomparable trials; the user's study storage is opened
    before anything is written; then the folder is locked for this driver (``with run:`` holds
    the lock until the step ends) and gets its identity, ``config.yaml`` and ``environment.json``;
-2. **launch** (``train.execution.run_specs``): every trial not yet recorded, through a runner;
+2. **launch** (``launch``, over ``train.execution.run_specs``): the data decoded once, the step's
+   plan written, and every trial not yet recorded trained through a runner;
 3. **collect** (``collect``): the ``results`` and ``epochs`` tables, rebuilt from the records;
 4. **analyse**: the step's own tables (``tables.write_table``), in one wording (``tables.verdict``).
 
@@ -20,7 +21,7 @@ import hashlib
 import json
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -34,9 +35,10 @@ from scaling_search.environment import capture
 from scaling_search.files import atomic_write_text
 from scaling_search.models.backbones import ScaledModel
 from scaling_search.models.scaling import Coefficients, Rounding
-from scaling_search.settings import storage_url
+from scaling_search.settings import DataSettings, RaySettings, TrainSettings, storage_url
 from scaling_search.tables import write_table
-from scaling_search.train.execution import check_identity, write_identity
+from scaling_search.train.data import load_dataset, num_classes_of
+from scaling_search.train.execution import check_identity, make_runner, run_specs, write_identity
 from scaling_search.train.records import TrialStore
 from scaling_search.train.study import open_study
 from scaling_search.train.status import FAILED
@@ -152,6 +154,23 @@ def trial_specs(tag: str, units: Iterable[tuple[str, Coefficients, ScaledModel]]
     return [TrialSpec.of(trial_id(tag, uid, seed), uid, seed, coefficients, model, base_resolution_px,
                          rounding, imports)
             for uid, coefficients, model in units for seed in seeds]
+
+
+def launch(run: RunFolder, config: dict, specs: list[TrialSpec], columns: dict[str, dict], *,
+           data: DataSettings, trainer: TrainSettings, runner_kind: str, runner: RaySettings,
+           study_storage: str | None, study_name: str | None, params_of: Callable[[TrialSpec], dict],
+           distributions: dict, study_attrs: tuple[str, ...], write_plan: Callable[[Path, int], None],
+           out) -> None:
+    """Setup and launch, for a step whose trials are all known up front (inside ``with run:``
+    and the Ray session): decode the data once, open the folder, write the step's plan
+    (``write_plan(out_dir, num_classes)``), and train every spec not yet recorded."""
+    images = load_dataset(data, max(col["resolution_px"] for col in columns.values()))
+    if images.num_classes != num_classes_of(data):
+        raise ValueError(f"{data.name} has {images.num_classes} classes, expected {num_classes_of(data)}")
+    study = run.open(config, study_storage, study_name, out=out)
+    write_plan(run.out_dir, images.num_classes)
+    run_specs(run.out_dir, specs, columns, images, trainer, make_runner(runner_kind, runner, run.out_dir),
+              study, params_of, distributions, study_attrs, runner_kind, out)
 
 
 def with_training_macs(df: pd.DataFrame, train_images: int, epochs: int, seeds: int) -> pd.DataFrame:

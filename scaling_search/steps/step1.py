@@ -31,10 +31,10 @@ from scaling_search.plan.family import plan_family
 from scaling_search.plan.space import Candidate, SearchSpace, build_candidates, candidate_id
 from scaling_search.settings import GridSettings
 from scaling_search.steps import tpe
-from scaling_search.steps.pipeline import RunFolder, check_apart, collect, trial_specs, with_training_macs
+from scaling_search.steps.pipeline import RunFolder, check_apart, collect, launch, trial_specs, with_training_macs
 from scaling_search.tables import markdown, verdict, write_table
-from scaling_search.train.data import load_dataset, num_classes_of, train_image_count
-from scaling_search.train.execution import RunFailed, RunInterrupted, make_runner, ray_session, run_specs, uses_ray
+from scaling_search.train.data import num_classes_of, train_image_count
+from scaling_search.train.execution import RunFailed, RunInterrupted, make_runner, ray_session, uses_ray
 from scaling_search.train.study import distributions, grid_params
 from scaling_search.train.status import OK
 
@@ -144,14 +144,14 @@ def _run_grid(s: GridSettings, run: RunFolder, config: dict, candidates: list[Ca
     columns = {c.candidate_id: c.columns(role) for c, role in everything}
     specs = trial_specs(s.backbone_tag, [(c.candidate_id, c.coefficients, c.model) for c, _ in everything],
                         s.seeds, s.proxy_resolution_px, s.rounding, s.imports)
-    data = load_dataset(s.data, max(c.model.resolution_px for c, _ in everything))
-    if data.num_classes != num_classes_of(s.data):
-        raise ValueError(f"{s.data.name} has {data.num_classes} classes, expected {num_classes_of(s.data)}")
-    study = run.open(config, s.study_storage, s.study_name, out=out)
-    write_table(pd.DataFrame([{"candidate_id": k, **v} for k, v in columns.items()]),
-                s.out_dir / "candidates", parquet=True)
-    run_specs(s.out_dir, specs, columns, data, s.trainer, make_runner(s.runner_kind, s.runner, s.out_dir),
-              study, grid_params, grid_distributions(s.space), STUDY_ATTRS, s.runner_kind, out)
+
+    def write_plan(out_dir: Path, num_classes: int) -> None:
+        write_table(pd.DataFrame([{"candidate_id": k, **v} for k, v in columns.items()]),
+                    out_dir / "candidates", parquet=True)
+
+    launch(run, config, specs, columns, data=s.data, trainer=s.trainer, runner_kind=s.runner_kind,
+           runner=s.runner, study_storage=s.study_storage, study_name=s.study_name, params_of=grid_params,
+           distributions=grid_distributions(s.space), study_attrs=STUDY_ATTRS, write_plan=write_plan, out=out)
 
 
 def grid_distributions(space: SearchSpace) -> dict:

@@ -28,10 +28,10 @@ from scaling_search.models.scaling import Multipliers
 from scaling_search.plan.emit import write_family
 from scaling_search.plan.family import COMPOUND, DIMENSIONS, METHODS, Member, plan_family
 from scaling_search.settings import ScaleSettings
-from scaling_search.steps.pipeline import RunFolder, check_apart, collect, trial_specs, with_training_macs
+from scaling_search.steps.pipeline import RunFolder, check_apart, collect, launch, trial_specs, with_training_macs
 from scaling_search.tables import markdown, verdict, write_table
-from scaling_search.train.data import load_dataset, num_classes_of, train_image_count
-from scaling_search.train.execution import RunFailed, make_runner, ray_session, run_specs, uses_ray
+from scaling_search.train.data import num_classes_of, train_image_count
+from scaling_search.train.execution import RunFailed, ray_session, uses_ray
 from scaling_search.train.status import OK
 
 IDENTITY_FILE = "step2.json"
@@ -88,7 +88,7 @@ def dry_run(s: ScaleSettings, members: list[Member], out=sys.stdout) -> pd.DataF
 
 def train_family(s: ScaleSettings, out=sys.stdout) -> Step2Outcome | None:
     """Runs (or resumes) Step 2 as ``s`` describes and writes its tables; None for a dry run."""
-    members, num_classes = plan(s)
+    members, _ = plan(s)
     if s.dry_run:
         dry_run(s, members, out)
         return None
@@ -100,21 +100,23 @@ def train_family(s: ScaleSettings, out=sys.stdout) -> Step2Outcome | None:
     by_cost = sorted(members, key=lambda m: (-m.cost.macs, m.member_id))
     specs = trial_specs(s.tag, [(m.member_id, m.per_phi_coefficients(s.coefficients), m.model) for m in by_cost],
                         s.seeds, s.resolution_px, s.rounding, s.imports)
+    config = plain(asdict(s))
+
+    def write_plan(out_dir: Path, num_classes: int) -> None:
+        compound = [m for m in members if m.method == COMPOUND]
+        write_family(out_dir / "configs", compound, s.coefficients, s.rounding, num_classes, s.resolution_px,
+                     Multipliers(s.base_depth_mult, s.base_width_mult), config, s.compare_published,
+                     "scaling_search.scale")
+        write_table(pd.DataFrame(columns.values()), out_dir / "members")
+
+    def params_of(spec) -> dict:
+        return {"method": columns[spec.candidate_id]["role"], "phi": columns[spec.candidate_id]["phi"]}
+
     with run:  # the folder's lock, held to the last table
         with ray_session(s.runner, uses_ray(s.runner_kind)):
-            data = load_dataset(s.data, max(m.model.resolution_px for m in members))
-            study = run.open(plain(asdict(s)), s.study_storage, s.study_name, out=out)
-            compound = [m for m in members if m.method == COMPOUND]
-            write_family(s.out_dir / "configs", compound, s.coefficients, s.rounding, num_classes, s.resolution_px,
-                         Multipliers(s.base_depth_mult, s.base_width_mult), plain(asdict(s)),
-                         s.compare_published, "scaling_search.scale")
-            write_table(pd.DataFrame(columns.values()), s.out_dir / "members")
-
-            def params_of(spec) -> dict:
-                return {"method": columns[spec.candidate_id]["role"], "phi": columns[spec.candidate_id]["phi"]}
-
-            run_specs(s.out_dir, specs, columns, data, s.trainer, make_runner(s.runner_kind, s.runner, s.out_dir),
-                      study, params_of, _distributions(s.phis), STUDY_ATTRS, s.runner_kind, out)
+            launch(run, config, specs, columns, data=s.data, trainer=s.trainer, runner_kind=s.runner_kind,
+                   runner=s.runner, study_storage=s.study_storage, study_name=s.study_name, params_of=params_of,
+                   distributions=_distributions(s.phis), study_attrs=STUDY_ATTRS, write_plan=write_plan, out=out)
         return summarise(s.out_dir, out)
 
 
