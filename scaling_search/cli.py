@@ -6,7 +6,8 @@ defaults list. Hydra reports its own errors (a malformed override, an unknown ke
 the wrong type) over several lines with exit status 1, after which nothing has been written.
 ``run_hydra_app`` first parses the overrides and composes the config with Hydra's own parser,
 so such errors become one line and exit status 2; ``user_errors`` does the same for errors
-raised by the app itself.
+raised by the app itself (a file system error names its path), and turns a run that ended with
+no usable result (``RunFailed``) into one line and exit status 1.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import (InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException,
@@ -29,18 +33,24 @@ from omegaconf.errors import (InterpolationResolutionError, MissingMandatoryValu
 from scaling_search.settings import GridConfig, ScaleConfig
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
-ConfigStore.instance().store(name="grid_schema", node=GridConfig)
-ConfigStore.instance().store(name="scale_schema", node=ScaleConfig)
+SCHEMAS = {"grid": GridConfig, "scale": ScaleConfig}  # conf/<name>.yaml: its schema
+for _name, _schema in SCHEMAS.items():
+    ConfigStore.instance().store(name=f"{_name}_schema", node=_schema)
+EXIT_FAILED = 1  # a run that ended with no usable result
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # the shell's status for a job stopped by Ctrl-C
+# A path the user gave that cannot be used: bad input. Any other OSError (a full disk) is not.
+BAD_PATH = (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)
+# What a boolean may be spelled as on the command line (OmegaConf reads any integer as one).
+BOOLEAN_WORDS = ("true", "false", "yes", "no", "on", "off", "y", "n", "1", "0")
 
 
-def fail(prog: str, message: str) -> None:
-    """Prints ``prog: error: message`` on one line to stderr and exits with status 2."""
+def fail(prog: str, message: str, status: int = EXIT_USAGE) -> None:
+    """Prints ``prog: error: message`` on one line to stderr and exits with ``status``."""
     message = str(message).split("Config search path:")[0]  # Hydra's list of search paths
     one_line = " ".join(line.strip() for line in message.splitlines() if line.strip())
     print(f"{prog}: error: {one_line}", file=sys.stderr)
-    raise SystemExit(EXIT_USAGE)
+    raise SystemExit(status)
 
 
 @contextmanager
@@ -57,11 +67,30 @@ def resumable(prog: str, out_dir: Path, interrupted: tuple[type[BaseException], 
 
 @contextmanager
 def user_errors(prog: str) -> Iterator[None]:
-    """Turns the errors that bad input raises into one line and exit status 2."""
+    """Turns the errors that bad input raises into one line and exit status 2, a file system
+    error into one line naming its path, and ``RunFailed`` into one line and exit status 1."""
     try:
         yield
-    except (ValueError, FileNotFoundError, NotADirectoryError, OmegaConfBaseException) as e:
+    except (ValueError, OmegaConfBaseException) as e:
         fail(prog, _describe(e))
+    except OSError as e:
+        fail(prog, _describe_os_error(e), EXIT_USAGE if isinstance(e, BAD_PATH) else EXIT_FAILED)
+    except Exception as e:
+        # Lazy, for start-up time (it loads Optuna): only a run that trained raises it, and by
+        # then the module is loaded.
+        from scaling_search.train.execution import RunFailed
+
+        if isinstance(e, RunFailed):
+            fail(prog, str(e), EXIT_FAILED)
+        raise
+
+
+def _describe_os_error(e: OSError) -> str:
+    """``Permission denied: '/runs/x/trials'``; an OSError raised with a message of its own keeps it."""
+    if e.filename is None:
+        return str(e)
+    paths = repr(str(e.filename)) + (f" -> {str(e.filename2)!r}" if e.filename2 is not None else "")
+    return f"{e.strerror or type(e).__name__}: {paths}"
 
 
 def _describe(e: BaseException) -> str:
@@ -115,9 +144,43 @@ def _overrides(argv: list[str]) -> list[str] | None:
     return None if informational or another_config else args.overrides
 
 
+def boolean_keys(schema: type, prefix: str = "") -> set[str]:
+    """The dotted keys of a schema's boolean fields (``dry_run``, ``trainer.amp``, ...)."""
+    keys = set()
+    hints = typing.get_type_hints(schema)
+    for f in fields(schema):
+        if hints[f.name] is bool:
+            keys.add(prefix + f.name)
+        elif is_dataclass(hints[f.name]):
+            keys |= boolean_keys(hints[f.name], f"{prefix}{f.name}.")
+    return keys
+
+
+def check_booleans(overrides: list[Override], schema: type) -> None:
+    """A boolean override is true or false (or yes/no, on/off, 1/0), never ``2`` or ``maybe``.
+
+    OmegaConf reads every integer as a boolean (``dry_run=2`` is true), so the overrides are
+    checked as the user typed them, every value of a sweep included.
+    """
+    keys = boolean_keys(schema)
+    for o in overrides:
+        if o.key_or_group not in keys or o.is_delete():
+            continue
+        try:
+            values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
+        except HydraException:  # an interval sweep: not a boolean, and OmegaConf says so
+            continue
+        for v in values:
+            if isinstance(v, str) and "${" in v:
+                continue  # an interpolation: OmegaConf checks what it resolves to
+            if not (isinstance(v, bool) or str(v).lower() in BOOLEAN_WORDS):
+                raise ValueError(f"{o.key_or_group} must be true or false, got {v!r}")
+
+
 def preflight(prog: str, config_name: str, argv: list[str],
               validate: Callable[[Mapping], object] | None = None) -> None:
-    """Composes the config of every job as Hydra will, and checks it with ``validate``.
+    """Composes the config of every job as Hydra will, and checks it with ``validate`` (and its
+    booleans as typed, ``check_booleans``).
 
     Runs before Hydra starts, so a typo in the last value of a sweep fails before the first
     job writes anything. Exits 2 with one line on the first error.
@@ -128,6 +191,8 @@ def preflight(prog: str, config_name: str, argv: list[str],
     with user_errors(prog):
         try:
             overrides = OverridesParser.create().parse_overrides(overrides)
+            if config_name in SCHEMAS:
+                check_booleans(overrides, SCHEMAS[config_name])
             with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name=prog):
                 for job in _jobs(overrides):
                     cfg = compose(config_name, overrides=list(job))

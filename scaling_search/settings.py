@@ -12,13 +12,18 @@ Two kinds of dataclass live here:
   in a settings class's ``__post_init__`` or in ``from_config``.
 
 A schema of a settings class is derived from it (``schema``), so each field is written once.
-Every error is a ``ValueError`` (or an OmegaConf error) whose message names the field.
+Every error is a ``ValueError`` (or an OmegaConf error) whose message names the field. Every
+input is bounded here, before any work: numbers are finite and in range, seeds fit every library,
+no dimension of a network grows past ``MAX_SCALE`` (``check_growth``), and ``out_dir`` is a
+folder this user can write (``_out_dir``).
 """
 
 from __future__ import annotations
 
+import math
+import os
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING as NO_DEFAULT
 from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
@@ -41,6 +46,12 @@ LR_SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 GRID_RUNNERS = ("ray", "local", "optuna_tpe")
 EXECUTORS = ("ray", "local")  # what trains optuna_tpe's samples
+# The most a network may grow in one dimension over its backbone (EfficientNet-B7 is 3.1x B0's
+# depth, 2x its width, 2.7x its pixels). Beyond it, costing one network takes minutes, then
+# forever (it walks every block), and the powers overflow a float.
+MAX_SCALE = 1000
+MAX_SEED = 2**32 - 1  # seeds are 32-bit, as NumPy's are: a wider one is refused, never wrapped
+MAX_SEEDS = 1000  # training seeds per candidate or member
 
 
 def _positive_int(name: str, value: int | None) -> None:
@@ -49,9 +60,36 @@ def _positive_int(name: str, value: int | None) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def _number(name: str, value: float, in_range: bool, what: str) -> None:
+    """A number must be finite and ``in_range``; ``what`` states the range (``> 0``, ``in [0, 1)``)."""
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number {what}, got {value!r}")
+    if not in_range:
+        raise ValueError(f"{name} must be a number {what}, got {value!r}")
+
+
 def _positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{name} must be a number > 0, got {value!r}")
+    _number(name, value, value > 0, "> 0")
+
+
+def _multiplier(name: str, value: float) -> None:
+    """A multiplier of the backbone: > 0 and at most ``MAX_SCALE``."""
+    _positive(name, value)
+    if value > MAX_SCALE:
+        raise ValueError(f"{name} must be at most {MAX_SCALE:,} (the limit on growing one dimension), "
+                         f"got {value:g}")
+
+
+def _seeds(seed: int, count: int, count_name: str) -> None:
+    """Training seeds ``seed .. seed + count - 1``: at most ``MAX_SEEDS`` of them, all in [0, ``MAX_SEED``]."""
+    _positive_int(count_name, count)
+    if count > MAX_SEEDS:
+        raise ValueError(f"{count_name} must be at most {MAX_SEEDS:,}, got {count}")
+    if seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed}")
+    if seed + count - 1 > MAX_SEED:
+        raise ValueError(f"seed={seed} with {count_name}={count} goes past {MAX_SEED:,}, the largest "
+                         "32-bit seed; use a smaller seed")
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...], why: str = "") -> None:
@@ -90,8 +128,9 @@ class DataSettings:
     def __post_init__(self) -> None:
         if self.name not in KNOWN:
             raise ValueError(f"data.name {self.name!r} is unknown; known: {', '.join(KNOWN)}")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"data.val_fraction must be between 0 and 1, got {self.val_fraction}")
+        _number("data.val_fraction", self.val_fraction, 0 < self.val_fraction < 1, "in (0, 1)")
+        if not 0 <= self.split_seed <= MAX_SEED:
+            raise ValueError(f"data.split_seed must be an integer in [0, {MAX_SEED}], got {self.split_seed}")
         if self.name not in BUILT_IN and not self.root:
             raise ValueError(f"data.root must name the folder holding {self.name} "
                              f"(data.root=/path/to/it), got {self.root!r}")
@@ -126,8 +165,12 @@ class TrainSettings:
         _choice("trainer.optimizer", self.optimizer, OPTIMIZERS)
         _choice("trainer.lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("trainer.device", self.device, DEVICES)
-        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
-            raise ValueError("trainer.lr must be > 0, weight_decay >= 0, label_smoothing in [0, 1)")
+        _number("trainer.lr", self.lr, self.lr > 0, "> 0")
+        _number("trainer.momentum", self.momentum, 0 <= self.momentum < 1, "in [0, 1)")
+        _number("trainer.weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0")
+        _number("trainer.label_smoothing", self.label_smoothing, 0 <= self.label_smoothing < 1, "in [0, 1)")
+        _number("trainer.warmup_epochs", self.warmup_epochs, self.warmup_epochs >= 0, ">= 0")
+        _positive_int("trainer.num_threads", self.num_threads)
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("trainer.device=cuda but this machine has no CUDA GPU; "
                              "use trainer.device=auto or cpu")
@@ -163,8 +206,8 @@ class RaySettings:
         _positive_int("runner.num_cpus", self.num_cpus)
         _positive("runner.cpus_per_trial", self.cpus_per_trial)
         gpus = self.gpus_per_trial
-        if gpus is not None and gpus < 0:
-            raise ValueError(f"runner.gpus_per_trial must be >= 0 or null, got {gpus}")
+        if gpus is not None:
+            _number("runner.gpus_per_trial", gpus, gpus >= 0, ">= 0 (or null)")
         if gpus is not None and gpus > 1 and gpus != int(gpus):
             raise ValueError(f"runner.gpus_per_trial above 1 must be whole, got {gpus}")
         _positive_int("runner.max_concurrent", self.max_concurrent)
@@ -333,20 +376,67 @@ def _build(cls: type, values: object, where: str):
         raise ValueError(msg if msg.startswith(f"{where}.") else f"{where}.{msg}") from None
 
 
-def _shared(c: AppConfig) -> dict:
+def _out_dir(value: str, replaced: bool) -> Path:
+    """``out_dir``, absolute, once it is known to be a folder this user can create or write.
+
+    ``replaced``: the run puts a new folder in its place (``scale``'s emission), so the folder
+    that holds it is written too. Nothing is created here.
+    """
+    if not value:
+        raise ValueError(f"out_dir must be a folder path, got {value!r}")
+    path = Path(value).expanduser().resolve()
+    written = path.parent if replaced else path
+    try:
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"out_dir {str(path)!r} is a file, not a folder; give the path of a new folder "
+                             "or of a run's folder")
+        nearest = next(p for p in (written, *written.parents) if p.exists())
+    except OSError as e:
+        raise ValueError(f"out_dir {str(path)!r} cannot be reached ({e.strerror}: {e.filename}); "
+                         "choose another out_dir") from None
+    if not nearest.is_dir():
+        raise ValueError(f"out_dir {str(path)!r} cannot be created: {str(nearest)!r} is a file")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        what = "is not writable" if nearest == path else f"cannot be created: {str(nearest)!r} is not writable"
+        raise ValueError(f"out_dir {str(path)!r} {what} by this user; choose another out_dir "
+                         "or change that folder's permissions")
+    return path
+
+
+def _shared(c: AppConfig, replaced: bool = False) -> dict:
     """The settings both apps take from the parts of the config they share."""
     imports = import_plugins(c.imports)  # first: they may register the backbone
     get_backbone(c.backbone.name)
-    if not c.out_dir:
-        raise ValueError(f"out_dir must be a folder path, got {c.out_dir!r}")
     return dict(backbone=c.backbone.name, imports=imports, rounding=_build(Rounding, c.rounding, "rounding"),
-                out_dir=Path(c.out_dir).expanduser().resolve(), dry_run=c.dry_run, report=c.report)
+                out_dir=_out_dir(c.out_dir, replaced), dry_run=c.dry_run, report=c.report)
 
 
-def _training(c: AppConfig) -> dict:
+def check_growth(name: str, phis: Sequence[float], growth: Mapping[str, tuple[float, float]], fix: str) -> None:
+    """At every φ of ``phis``, each dimension grows by ``base * coefficient**φ`` at most ``MAX_SCALE``.
+
+    ``growth`` maps a dimension to its (base, coefficient), a coefficient >= 1, so the largest φ
+    decides. Compared as logarithms: a huge φ neither overflows nor hangs. ``fix`` says what to
+    change; ``{max_phi}`` in it becomes the largest φ that passes.
+    """
+    for phi in phis:
+        if not math.isfinite(phi):
+            raise ValueError(f"{name} must be finite numbers, got {phi}")
+    if not phis:
+        raise ValueError(f"{name} must be a non-empty list of numbers, got []")
+    phi, limit = max(phis), math.log(MAX_SCALE)
+    for dimension, (base, coefficient) in growth.items():
+        log = math.log(base) + phi * math.log(coefficient)
+        if log > limit:
+            max_phi = min((limit - math.log(b)) / math.log(c) for b, c in growth.values() if c > 1)
+            power = f"{coefficient:g}^{phi:g}" if base == 1 else f"{base:g} x {coefficient:g}^{phi:g}"
+            size = f"{math.exp(log):.3g}" if log < 700 else f"about 10^{log / math.log(10):.0f}"
+            raise ValueError(f"{name}: at phi={phi:g} the {dimension} grows by {power} = {size}x, over the "
+                             f"limit of {MAX_SCALE:,}x; {fix.format(max_phi=max_phi)}")
+
+
+def _training(c: AppConfig, seeds: int, seeds_name: str) -> dict:
     """The settings of what trains, from the parts of the config both apps share."""
-    if c.seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {c.seed}")
+    _seeds(c.seed, seeds, seeds_name)
     if c.study.storage is not None:
         storage_url(c.study.storage, Path("."))  # the format; the connection is tried before a run
     ray = {f.name: getattr(c.runner, f.name) for f in fields(RaySettings)}
@@ -399,8 +489,7 @@ def check_constraint(c: Coefficients, constraint: ConstraintConfig, source: str 
     if tolerance is None:
         return
     for k, v in (("target", target), ("tolerance", tolerance)):
-        if not v >= 0:
-            raise ValueError(f"constraint.{k} must be a number >= 0, got {v!r}")
+        _number(f"constraint.{k}", v, v >= 0, ">= 0")
     if abs(c.product - target) > tolerance + 1e-12:
         where = f"coefficients_file {source!r}" if source else "coefficients"
         raise ValueError(
@@ -456,31 +545,56 @@ class ScaleSettings:
     def from_config(cls, cfg: object) -> ScaleSettings:
         """From the composed ``conf/scale.yaml`` (or a mapping of the same shape)."""
         c: ScaleConfig = checked(ScaleConfig, cfg)
-        shared = _shared(c)
-        if not c.phis:
-            raise ValueError("phis must be a non-empty list of numbers, got []")
+        trains = c.train or c.dry_run  # emission alone needs no data, trainer or runner
+        shared = _shared(c, replaced=not trains)
         _positive_int("resolution_px", c.resolution_px)
         _positive_int("num_classes", c.num_classes)
-        _positive("base.depth_mult", c.base.depth_mult)
-        _positive("base.width_mult", c.base.width_mult)
+        _multiplier("base.depth_mult", c.base.depth_mult)
+        _multiplier("base.width_mult", c.base.width_mult)
         if c.coefficients_file is not None:
             coefficients, source = coefficients_file(c.coefficients_file)
         else:
             coefficients, source = coefficients_from(vars(c.coefficients)), None
         check_constraint(coefficients, c.constraint, source)
+        bases = (c.base.depth_mult, c.base.width_mult, 1.0)
+        alpha, beta, gamma = coefficients.depth_coef, coefficients.width_coef, coefficients.resolution_coef
+        check_growth("phis", c.phis, dict(zip(DIMENSIONS, zip(bases, (alpha, beta, gamma)))),
+                     "keep phis <= {max_phi:.3g} with these coefficients")
         training = {}
-        if c.train or c.dry_run:  # emission alone needs no data, trainer or runner
+        if trains:
             if any(b not in DIMENSIONS for b in c.baselines):
                 raise ValueError(f"baselines must be a list drawn from {list(DIMENSIONS)}, got {c.baselines!r}")
+            # A baseline grown along one dimension matches the MACs of the compound member: its
+            # depth by (alpha*beta^2*gamma^2)^phi, its width or resolution by the square root of that.
+            single = (coefficients.product, math.sqrt(coefficients.product), math.sqrt(coefficients.product))
+            check_growth("phis", c.phis, {f"{d} of the {d}-only baseline": (b, g)
+                                          for d, b, g in zip(DIMENSIONS, bases, single) if d in c.baselines},
+                         "keep phis <= {max_phi:.3g} with these coefficients, or leave that baseline out")
             _choice("runner.kind", c.runner.kind, ("ray", "local"),
                     " for Step 2 (it trains a fixed family; optuna_tpe samples Step-1 coefficients)")
-            _positive_int("seeds_per_member", c.seeds_per_member)
-            training = dict(_training(c), baselines=tuple(b for b in DIMENSIONS if b in c.baselines),
+            training = dict(_training(c, c.seeds_per_member, "seeds_per_member"),
+                            baselines=tuple(b for b in DIMENSIONS if b in c.baselines),
                             seeds_per_member=c.seeds_per_member)
         return cls(**shared, coefficients=coefficients, phis=tuple(c.phis), resolution_px=c.resolution_px,
                    num_classes=c.num_classes, compare_published=c.compare_published,
                    coefficients_source=source, base_depth_mult=c.base.depth_mult,
                    base_width_mult=c.base.width_mult, train=c.train, backbone_tag=c.backbone.tag, **training)
+
+
+def _check_space_growth(space: SearchSpace, proxy: ProxyConfig, emit_phis: Sequence[float],
+                        runner_kind: str) -> None:
+    """The largest candidate (φ = 1 on the proxy) and the winner's emitted family (``emit_phis``
+    on the backbone) stay within ``MAX_SCALE``, whatever the search picks."""
+    highs = [float(high) for _, high in space.ranges]
+    if space.filter_on == "formula" or runner_kind == "optuna_tpe":
+        # Kept coefficients satisfy alpha*beta^2*gamma^2 <= target + tolerance, each >= 1.
+        cap = float(space.target + space.tolerance)
+        highs = [min(highs[0], cap), min(highs[1], math.sqrt(cap)), min(highs[2], math.sqrt(cap))]
+    check_growth("space", [1], dict(zip(DIMENSIONS, zip((proxy.depth_mult, proxy.width_mult, 1.0), highs))),
+                 "narrow the space's ranges, or lower proxy.depth_mult and proxy.width_mult")
+    check_growth("emit.phis", emit_phis, dict(zip(DIMENSIONS, zip((1.0, 1.0, 1.0), highs))),
+                 "the winner's coefficients may reach the top of the space's ranges: "
+                 "keep emit.phis <= {max_phi:.3g}, or narrow the ranges")
 
 
 @dataclass(frozen=True)
@@ -521,17 +635,19 @@ class GridSettings:
         """From the composed ``conf/grid.yaml`` (or a mapping of the same shape)."""
         c: GridConfig = checked(GridConfig, cfg)
         shared = _shared(c)
-        _positive("proxy.depth_mult", c.proxy.depth_mult)
-        _positive("proxy.width_mult", c.proxy.width_mult)
+        _multiplier("proxy.depth_mult", c.proxy.depth_mult)
+        _multiplier("proxy.width_mult", c.proxy.width_mult)
         _positive_int("proxy.resolution_px", c.proxy.resolution_px)
         _choice("runner.kind", c.runner.kind, GRID_RUNNERS)
         _choice("runner.executor", c.runner.executor, EXECUTORS)
         _positive_int("runner.n_trials", c.runner.n_trials)
-        _positive_int("seeds_per_candidate", c.seeds_per_candidate)
         _positive_int("emit.num_classes", c.emit.num_classes)
-        return cls(**shared, **_training(c), backbone_tag=c.backbone.tag or c.backbone.name,
+        space = SearchSpace.from_values(**vars(c.space))
+        _check_space_growth(space, c.proxy, c.emit.phis, c.runner.kind)
+        return cls(**shared, **_training(c, c.seeds_per_candidate, "seeds_per_candidate"),
+                   backbone_tag=c.backbone.tag or c.backbone.name,
                    proxy_depth_mult=c.proxy.depth_mult, proxy_width_mult=c.proxy.width_mult,
-                   proxy_resolution_px=c.proxy.resolution_px, space=SearchSpace.from_values(**vars(c.space)),
+                   proxy_resolution_px=c.proxy.resolution_px, space=space,
                    tpe_trials=c.runner.n_trials, executor=c.runner.executor,
                    seeds_per_candidate=c.seeds_per_candidate, include_baseline=c.include_baseline,
                    emit_phis=tuple(c.emit.phis), emit_num_classes=c.emit.num_classes)

@@ -1,6 +1,7 @@
 """settings.py: the schemas reject unknown keys and wrong types, naming the key; building the
 frozen settings checks ranges and fields that depend on each other, and names the field."""
 
+import os
 from dataclasses import asdict, fields
 
 import pytest
@@ -8,11 +9,14 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from scaling_search.cli import CONF_DIR, _describe
+from conftest import compose_grid
+from scaling_search.cli import CONF_DIR, _describe, boolean_keys, preflight
+from scaling_search.grid import validate as grid_validate
 from scaling_search.models.scaling import Rounding
-from scaling_search.settings import (DataConfig, DataSettings, GridSettings, RaySettings, RoundingConfig,
-                                     RunnerConfig, ScaleSettings, TrainConfig, TrainSettings,
-                                     coefficients_from)
+from scaling_search.plan.space import MAX_GRID_POINTS, SearchSpace
+from scaling_search.settings import (DataConfig, DataSettings, GridConfig, GridSettings, RaySettings,
+                                     RoundingConfig, RunnerConfig, ScaleConfig, ScaleSettings, TrainConfig,
+                                     TrainSettings, coefficients_from)
 
 GOOD = {  # the rest from the schema's defaults
     "backbone": {"name": "efficientnet_b0"},
@@ -87,8 +91,6 @@ def test_runner_settings_are_checked_whatever_gpus_per_trial_is(gpus_per_trial, 
 
 
 def test_bad_runner_settings_fail_the_grid_config_too(tmp_path):
-    from conftest import compose_grid
-
     with pytest.raises(ValueError, match="runner.max_concurrent must be a positive integer"):
         compose_grid(tmp_path, "runner.max_concurrent=0")
 
@@ -143,3 +145,68 @@ def test_every_built_in_backbone_has_a_config_group_file():
     for name in list_backbones():
         cfg = OmegaConf.load(CONF_DIR / "backbone" / f"{name}.yaml")
         assert cfg.name == name and cfg.tag
+
+
+GRID_BOOLEANS = {"dry_run", "report", "include_baseline", "data.download", "data.verify", "data.flip",
+                 "trainer.amp", "trainer.zero_init_residual", "runner.asha", "runner.checkpoint"}
+
+
+def test_the_preflight_knows_every_boolean_of_each_schema():
+    assert boolean_keys(GridConfig) == GRID_BOOLEANS
+    assert boolean_keys(ScaleConfig) == GRID_BOOLEANS - {"include_baseline"} | {"compare_published", "train"}
+
+
+def test_booleans_spelled_as_words_are_read_as_booleans(tmp_path, capsys):
+    """``dry_run=no`` once did a dry run (a plain cast of a non-empty string), and
+    ``include_baseline=no`` kept the baseline; the words are accepted and mean what they say."""
+    words = ["dry_run=no", "include_baseline=no", "trainer.amp=off", "data.flip=yes", "runner.asha=1",
+             "report=False"]
+    preflight("scaling_search.grid", "grid", [*words, f"out_dir={tmp_path / 'run'}"], grid_validate)  # no exit
+    s = compose_grid(tmp_path, *words)
+    assert (s.dry_run, s.include_baseline, s.trainer.amp, s.data.flip, s.runner.asha, s.report) == (
+        False, False, False, True, True, False)
+    assert capsys.readouterr().err == ""
+
+
+def test_phi_is_bounded_by_how_far_a_dimension_grows(tmp_path):
+    """1.2^37 = 850 and 1.2^38 = 1,020 (depth at the paper's alpha): 37 is the largest whole phi
+    within the 1,000x limit."""
+    at = {**GOOD, "out_dir": str(tmp_path / "out")}
+    assert ScaleSettings.from_config({**at, "phis": [-50, 37]}).phis == (-50.0, 37.0)
+    with pytest.raises(ValueError, match=r"at phi=38 the depth grows by 1.2\^38 = 1.02e\+03x, over the limit "
+                                         r"of 1,000x; keep phis <= 37.9 with these coefficients"):
+        ScaleSettings.from_config({**at, "phis": [1, 38]})
+
+
+def test_the_grid_size_is_counted_not_enumerated():
+    """100,000 points pass, one more is refused, and a grid of 10^27 points is refused at once
+    (enumerating it would never end)."""
+    at_limit = SearchSpace.from_values(depth_range=("1", "100.999"), width_range=(1, 1), resolution_range=(1, 1),
+                                       step="0.001", target=2, tolerance=0.1)
+    assert at_limit.size == MAX_GRID_POINTS == 100_000
+    with pytest.raises(ValueError, match=r"100,001 x 1 x 1 = 100,001 points \(alpha x beta x gamma\), over the "
+                                         r"limit of 100,000; use a coarser space.step or narrower ranges"):
+        SearchSpace.from_values(depth_range=("1", "101"), width_range=(1, 1), resolution_range=(1, 1),
+                                step="0.001", target=2, tolerance=0.1)
+    with pytest.raises(ValueError, match="1,000,000,001 x 500,000,001 x 500,000,001 = "):
+        SearchSpace.from_values(step="1e-9")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder; test_bad_input "
+                                              "refuses /proc/self, which root cannot write either")
+def test_an_out_dir_this_user_cannot_write_is_refused(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        with pytest.raises(ValueError, match=f"out_dir '{locked / 'run'}' cannot be created: '{locked}' is not "
+                                             "writable by this user"):
+            compose_grid(locked)  # out_dir=locked/run
+        with pytest.raises(ValueError, match=f"out_dir '{locked}' is not writable by this user"):
+            ScaleSettings.from_config({**GOOD, "train": True, "out_dir": str(locked)})
+        # Emission puts a new folder in place of out_dir: the folder holding it is what is written.
+        assert ScaleSettings.from_config({**GOOD, "out_dir": str(locked)}).out_dir == locked
+        with pytest.raises(ValueError, match=f"cannot be created: '{locked}' is not writable"):
+            ScaleSettings.from_config({**GOOD, "out_dir": str(locked / "family")})
+    finally:
+        locked.chmod(0o755)

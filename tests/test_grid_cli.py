@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from conftest import TINY
-from scaling_search.cli import _overrides, preflight
+from scaling_search.cli import _overrides, preflight, user_errors
 from scaling_search.grid import validate
+from scaling_search.train.execution import RunFailed
 
 GRID = "scaling_search.grid"
 
@@ -58,7 +59,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(run_cli, tmp_path, args
     (("seed=abc",), "seed: Value 'abc' of type 'str' could not be converted to Integer"),
     (("trainer.epochs=1.5",), "trainer.epochs: Value '1.5' of type 'float' could not be converted to Integer"),
     (("runner.cpus_per_trial=x",), "runner.cpus_per_trial: Value 'x' of type 'str' could not be converted to Float"),
-    (("dry_run=maybe",), "dry_run: Value 'maybe' is not a valid bool (type str)"),
+    (("dry_run=maybe",), "dry_run must be true or false, got 'maybe'"),
+    (("dry_run=2",), "dry_run must be true or false, got 2"),  # OmegaConf alone reads it as true
+    (("include_baseline=0.5",), "include_baseline must be true or false, got 0.5"),
     (("trainer.foo=1",), "Could not override 'trainer.foo'. To append to your config use +trainer.foo=1"),
     (("+trainer.foo=1",), "trainer.foo: Key 'foo' not in 'TrainConfig'"),
     (("+foo=1",), "Key 'foo' not in 'GridConfig'"),
@@ -85,6 +88,52 @@ def test_the_schema_and_the_settings_name_the_bad_key(capsys, tmp_path, args, me
 ])
 def test_the_preflight_reads_the_command_line_as_hydra_does(argv, overrides):
     assert _overrides(argv) == overrides
+
+
+def _exit(capsys, error: BaseException) -> tuple[int, list[str]]:
+    """``error`` raised inside ``user_errors``: (exit status, stderr lines)."""
+    with pytest.raises(SystemExit) as e, user_errors(GRID):
+        raise error
+    return e.value.code, capsys.readouterr().err.splitlines()
+
+
+def test_a_failed_run_is_one_line_and_exit_status_1(capsys):
+    """Every trial failed: not bad input (status 2), but no result either (status 0)."""
+    code, lines = _exit(capsys, RunFailed("every one of the 4 trials failed (first error: Diverged); "
+                                          "nothing was frozen"))
+    assert code == 1
+    assert lines == [f"{GRID}: error: every one of the 4 trials failed (first error: Diverged); "
+                     "nothing was frozen"]
+
+
+def test_a_file_system_error_is_one_line_naming_the_path(capsys, tmp_path):
+    with pytest.raises(SystemExit) as e, user_errors(GRID):
+        (tmp_path / "run" / "trials.json").write_text("{}")  # a real OSError: the folder is missing
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{GRID}: error: No such file or directory: {str(tmp_path / 'run' / 'trials.json')!r}"]
+    rename = PermissionError(13, "Permission denied", "/runs/a", None, "/runs/b")  # as os.rename raises it
+    code, lines = _exit(capsys, rename)
+    assert (code, lines) == (2, [f"{GRID}: error: Permission denied: '/runs/a' -> '/runs/b'"])
+    disk_full = OSError(28, "No space left on device", "/runs/a/results.csv")
+    code, lines = _exit(capsys, disk_full)  # not bad input: status 1
+    assert (code, lines) == (1, [f"{GRID}: error: No space left on device: '/runs/a/results.csv'"])
+
+
+@pytest.mark.slow
+def test_a_search_whose_every_trial_diverged_exits_1_with_one_line(run_cli, tmp_path):
+    r = run_cli(GRID, *TINY, "trainer.epochs=1", "runner=local", "trainer.lr=1e6", "report=false",
+                f"out_dir={tmp_path / 'run'}")
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"{GRID}: error: every one of the ") and "nothing was frozen" in lines[-1]
+    assert not (tmp_path / "run" / "coefficients.yaml").exists()
+
+
+def test_other_errors_keep_their_traceback():
+    with pytest.raises(KeyError), user_errors(GRID):
+        raise KeyError("a bug, not bad input")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without GPU")

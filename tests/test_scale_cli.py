@@ -72,6 +72,15 @@ def test_bad_input_is_one_line_exit_2_nothing_written(run_cli, tmp_path, args, m
     (["phis=[1,x]"], "phis[1]: Value 'x' of type 'str' could not be converted to Float"),
     (["+coefficients.phi=1"], "coefficients.phi: Key 'phi' not in 'CoefficientsConfig'"),
     (["train=true", "runner.grace_period=0"], "runner.grace_period must be a positive integer, got 0"),
+    # phi=100 walked 8e7 blocks per stage and never ended; phi=1e10 overflowed a float
+    (["phis=[1,100]"], "phis: at phi=100 the depth grows by 1.2^100 = 8.28e+07x, over the limit of 1,000x; "
+                       "keep phis <= 37.9 with these coefficients"),
+    # alpha*beta^2*gamma^2 = 1.2*1.1^2*1.15^2 = 1.92027, and 1.92027^11 = 1,309: the depth-only
+    # baseline matched to the compound member's MACs would be 1,309 times as deep
+    (["train=true", "phis=[11]"], "phis: at phi=11 the depth of the depth-only baseline grows by 1.92027^11 = "
+                                  "1.31e+03x, over the limit of 1,000x; keep phis <= 10.6 with these "
+                                  "coefficients, or leave that baseline out"),
+    (["train=2"], "train must be true or false, got 2"),
 ])
 def test_the_schema_and_the_settings_name_the_bad_key(capsys, tmp_path, args, message):
     """The preflight as the app runs it, in this process: one line, exit status 2."""
@@ -79,6 +88,20 @@ def test_the_schema_and_the_settings_name_the_bad_key(capsys, tmp_path, args, me
         preflight(PROG, "scale", [*args, f"out_dir={tmp_path / 'out'}"], validate)
     assert e.value.code == 2
     assert capsys.readouterr().err.splitlines() == [f"{PROG}: error: {message}"]
+
+
+def test_an_out_dir_that_is_a_file_is_refused_and_kept(capsys, tmp_path):
+    """The emission once replaced a file given as out_dir; training gave a traceback."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a user's notes\n")
+    for args in ([], ["train=true", "runner=local"]):
+        with pytest.raises(SystemExit) as e:
+            preflight(PROG, "scale", [*args, f"out_dir={notes}"], validate)
+        assert e.value.code == 2
+        assert capsys.readouterr().err.splitlines() == [
+            f"{PROG}: error: out_dir {str(notes)!r} is a file, not a folder; give the path of a new folder "
+            "or of a run's folder"]
+    assert notes.read_text() == "a user's notes\n"
 
 
 def test_failed_run_keeps_the_previous_output(run_cli, tmp_path):

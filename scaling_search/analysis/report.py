@@ -8,11 +8,16 @@ needs no server and no network: open ``RUN_DIR/report.html`` in any browser, or 
 Run kinds, by the file that marks them: ``search.json`` (a Step-1 grid run), ``step2.json``
 (a Step-2 training run), ``summary.csv`` (a ``scale`` emission), ``multirun_summary.csv`` (a
 ``grid --multirun`` sweep folder: one page with every job's run).
+
+A table or record it cannot read completely (a CSV cut off or ragged, a ``results.csv`` with
+fewer rows than the run's ``trials/`` records, a JSON file cut off) is refused, naming the
+file, before anything is written: the previous report stays.
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 import json
@@ -66,14 +71,49 @@ def detect(run_dir: Path) -> str:
                      f"{', '.join(MARKERS)}; give the out_dir of a grid or scale run, or a multirun's sweep folder")
 
 
-def _read(path: Path) -> pd.DataFrame | None:
+REWRITE = "re-run the command that wrote it (a run rebuilds its tables from its trials/ records)"
+
+
+def _read(path: Path, rows: int | None = None) -> pd.DataFrame | None:
+    """The table at ``path`` (None if there is none), refused unless complete: it ends with a line
+    break, every record has the header's fields, and it has ``rows`` rows when that is known.
+    pandas alone would read a table cut off in a row, filling the row's missing fields with NaN."""
     if not path.is_file():
         return None
     try:
-        return pd.read_csv(path)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise ValueError(f"{str(path)!r} is not a readable table ({type(e).__name__}); "
-                         "re-run the command that wrote it") from None
+        text = path.read_text(encoding="utf-8")
+        if text and not text.endswith("\n"):
+            problem = "it ends in the middle of a line"
+        else:
+            reader = csv.reader(io.StringIO(text), strict=True)
+            widths = [(reader.line_num, len(record)) for record in reader]
+            ragged = [(line, n) for line, n in widths[1:] if n != widths[0][1]]
+            if ragged:
+                problem = f"line {ragged[0][0]} has {ragged[0][1]} fields, the header {widths[0][1]}"
+            else:
+                table = pd.read_csv(io.StringIO(text))
+                if rows is None or len(table) == rows:
+                    return table
+                problem = f"it has {len(table)} rows, but the run's trials/ folder holds {rows} trial records"
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{str(path)!r} is not a readable table ({type(e).__name__}: {str(e).strip()}); "
+                         f"{REWRITE}") from None
+    raise ValueError(f"{str(path)!r} is incomplete ({problem}): it was cut off or damaged; {REWRITE}")
+
+
+def _trial_count(run_dir: Path) -> int | None:
+    """How many trial records ``run_dir/trials`` holds (one row each in results.csv); None: no folder."""
+    trials = run_dir / "trials"
+    return len(list(trials.glob("*.json"))) if trials.is_dir() else None
+
+
+def _json(path: Path) -> dict:
+    """A run's JSON record, its damage named with the file."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{str(path)!r} is damaged ({e}); restore it, or delete it and run the same "
+                         "command again to rewrite it") from None
 
 
 def _figure(page: Page, name: str, caption: str, make) -> None:
@@ -89,7 +129,7 @@ def _common(page: Page, run_dir: Path) -> Page:
     page.config = config.read_text() if config.is_file() else None
     env = run_dir / "environment.json"
     if env.is_file():
-        page.environment = json.loads(env.read_text())
+        page.environment = _json(env)
     else:
         page.environment = {"note": "the run recorded no environment; this is the report writer's",
                             **capture()}
@@ -108,9 +148,9 @@ def _trial_figures(page: Page, epochs: pd.DataFrame | None, results: pd.DataFram
 
 def grid_page(run_dir: Path) -> Page:
     page = Page(f"{KIND_TITLES['grid']}: {run_dir.name}")
-    ranking, results = _read(run_dir / "ranking.csv"), _read(run_dir / "results.csv")
+    ranking, results = _read(run_dir / "ranking.csv"), _read(run_dir / "results.csv", _trial_count(run_dir))
     epochs = _read(run_dir / "epochs.csv")
-    identity = json.loads((run_dir / "search.json").read_text())
+    identity = _json(run_dir / "search.json")
     page.summary += [("backbone", str(identity.get("backbone"))),
                      ("data", str((identity.get("data") or {}).get("name"))),
                      ("proxy (depth, width, px)", str(identity.get("proxy")))]
@@ -149,8 +189,8 @@ def grid_page(run_dir: Path) -> Page:
 def step2_page(run_dir: Path) -> Page:
     page = Page(f"{KIND_TITLES['step2']}: {run_dir.name}")
     family, comparison = _read(run_dir / "family.csv"), _read(run_dir / "comparison.csv")
-    results, epochs = _read(run_dir / "results.csv"), _read(run_dir / "epochs.csv")
-    identity = json.loads((run_dir / "step2.json").read_text())
+    results, epochs = _read(run_dir / "results.csv", _trial_count(run_dir)), _read(run_dir / "epochs.csv")
+    identity = _json(run_dir / "step2.json")
     c = identity.get("coefficients", {})
     page.summary += [("backbone", str(identity.get("backbone"))),
                      ("data", str((identity.get("data") or {}).get("name"))),
