@@ -69,9 +69,9 @@ def test_two_searches_at_once_put_every_trial_in_the_study_once(shared):
         row = rows.loc[t.user_attrs["trial_id"]]
         assert t.state == optuna.trial.TrialState.COMPLETE and t.value == pytest.approx(row["final_top1"])
         assert t.params["depth_coef"] == pytest.approx(row["depth_coef"])
-    # The two wrote at the same time: neither search's trials all came before the other's.
-    times = [[t.datetime_complete for t in trials if t.user_attrs["trial_id"] in ids] for ids in by_run]
-    assert min(times[0]) < max(times[1]) and min(times[1]) < max(times[0])
+    # Whether the two searches' trials interleave in time is up to the scheduler (one CI run had
+    # them one after the other), so it is not asserted; the start-up race both hit is made
+    # deterministic by the barrier test below.
 
 
 @pytest.mark.slow
