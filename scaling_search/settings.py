@@ -41,6 +41,8 @@ from scaling_search.plan.space import SearchSpace
 AUTO_GPUS_PER_TRIAL = 0.25  # four small proxies share a GPU unless the config says otherwise
 BUILT_IN = ("digits", "synthetic")  # data that needs no download and no root
 KNOWN = (*BUILT_IN, "cifar10", "cifar100", "imagefolder")
+TRANSFORMS = ("resize", "crop")  # the whole image resized, or the field's crops (data.py)
+DATA_MODES = ("auto", "memory", "stream")
 OPTIMIZERS = ("sgd", "adamw", "rmsprop")
 LR_SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
@@ -113,6 +115,19 @@ class DataSettings:
         download: let torchvision download CIFAR (needs internet).
         verify: check CIFAR's files against torchvision's checksums.
         flip: random horizontal flips in training (off for digits: a mirrored digit is not one).
+        transforms: ``resize`` (the whole image resized to the trial's resolution) or ``crop``
+            (the field's: random-resized-crop in training; resize to resolution/0.875 and
+            centre-crop in validation). ``crop`` needs ``imagefolder``.
+        mode: where an image folder's decoded images live during training: ``memory`` (each
+            trial holds them), ``stream`` (read from the disk cache per batch by DataLoader
+            workers), or ``auto``: ``memory`` when a trial's copy fits ``memory_budget_gb``.
+            Built-in and CIFAR data are always held in memory.
+        memory_budget_gb: the most decoded data one trial may hold in memory under ``auto``.
+        cache_dir: where image folders are decoded once (None: ``$XDG_CACHE_HOME/scaling_search``,
+            else ``~/.cache/scaling_search``; each node of a cluster keeps its own).
+        workers: DataLoader processes that read and transform batches (``stream`` or ``crop``;
+            0 reads in the trial's own process), and threads that decode an image folder into
+            the cache (None: 2 for reading, every CPU for decoding).
     """
 
     name: str = "digits"
@@ -124,10 +139,25 @@ class DataSettings:
     download: bool = False
     verify: bool = True
     flip: bool = False
+    transforms: str = "resize"  # one of TRANSFORMS
+    mode: str = "auto"  # one of DATA_MODES
+    memory_budget_gb: float = 2.0
+    cache_dir: str | None = None
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         if self.name not in KNOWN:
             raise ValueError(f"data.name {self.name!r} is unknown; known: {', '.join(KNOWN)}")
+        _choice("data.transforms", self.transforms, TRANSFORMS)
+        _choice("data.mode", self.mode, DATA_MODES)
+        if self.name != "imagefolder" and (self.transforms == "crop" or self.mode == "stream"):
+            what = "data.transforms=crop" if self.transforms == "crop" else "data.mode=stream"
+            raise ValueError(f"{what} needs data=imagefolder ({self.name} is held in memory and resized "
+                             "whole); drop the override or use an image folder")
+        _positive("data.memory_budget_gb", self.memory_budget_gb)
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"data.workers must be an integer >= 0 (0: read in the trial's own process), "
+                             f"got {self.workers}")
         _number("data.val_fraction", self.val_fraction, 0 < self.val_fraction < 1, "in (0, 1)")
         if not 0 <= self.split_seed <= MAX_SEED:
             raise ValueError(f"data.split_seed must be an integer in [0, {MAX_SEED}], got {self.split_seed}")

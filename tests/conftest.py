@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ from scaling_search.models.reference import load_reference
 from services import REQUIRE, postgres_server, required  # tests/services.py: real servers
 
 REPO = Path(__file__).resolve().parent.parent
+# Image-folder caches of the tests' folders go to a scratch folder, not the user's ~/.cache
+# (set before any test runs, so the CLIs and Ray workers the tests start inherit it).
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="scaling_search_test_cache_")
 
 
 @pytest.fixture(scope="session")

@@ -57,7 +57,7 @@ def run_tpe_search(run: RunFolder, config: dict, space: SearchSpace, runner, n_t
     g_lo, g_hi = (float(x) for x in space.resolution_range)
     bb = get_backbone(backbone)
     base_cost = bb.scale(base, rounding, resolution_px).cost(num_classes)
-    images = load_dataset(data, bb.scale(base * Multipliers(1, 1, g_hi), rounding, resolution_px).resolution_px)
+    images = load_dataset(data, bb.scale(base * Multipliers(1, 1, g_hi), rounding, resolution_px).resolution_px, out)
 
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, n_trials // 3)),
                                          multivariate=True, constant_liar=True)

@@ -1,14 +1,17 @@
-"""Datasets for proxy training, decoded once per search into uint8 tensors shared by every trial.
+"""Datasets for proxy training, decoded once per dataset and shared by every trial.
 
 Built in, with no download: ``digits`` (the 8×8 handwritten digits scikit-learn ships, UCI
 optdigits) and ``synthetic`` (generated here, deterministic by seed). Real loaders:
 ``cifar10`` / ``cifar100`` (torchvision; downloads only when ``download=true``) and
 ``imagefolder`` (any folder of class sub-folders, with ``train/`` and ``val/`` or split here).
 
-A search loads its dataset once (``load_dataset``) and hands the same ``ImageData`` to every
-trial (through Ray's object store or in-process); each trial resizes it once to its own
-resolution (``at_resolution``). The train/validation split depends on ``split_seed`` only, so
-every trial and every training seed sees the same split.
+Built-in and CIFAR data are small: a search decodes them once into an ``ImageData`` of uint8
+tensors that goes to every trial (through Ray's object store or in-process), and each trial
+resizes it once to its own resolution (``at_resolution``). An image folder is decoded once into
+a disk cache (``image_folder.py``) and travels as a ``FolderData``, which only names the cache:
+each trial holds its images in memory or streams them, by ``data.mode`` and the memory budget
+(``feed.py`` turns either into batches). The train/validation split depends on ``split_seed``
+only, so every trial and every training seed sees the same split.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from scaling_search.settings import DataSettings
+from scaling_search.train.image_folder import CachedFolder, ensure_cache, scan
+
+CROP_RATIO = 0.875  # validation: resize to resolution / 0.875, centre-crop resolution (the field's)
 
 
 @dataclass(frozen=True)
@@ -165,35 +171,71 @@ def load_cifar(settings: DataSettings) -> ImageData:
     return _split(x, torch.tensor(ds.targets).long(), settings, settings.name, len(ds.classes))
 
 
-def load_image_folder(settings: DataSettings, image_px: int) -> ImageData:
-    """A folder of class sub-folders (``root/train`` + ``root/val``, or ``root`` split here),
-    decoded once, resized (shorter side) and centre-cropped to ``image_px``."""
-    from torchvision import datasets, transforms  # lazy: only the dataset asked for is imported
+@dataclass(frozen=True)
+class FolderData:
+    """An image folder, decoded into a disk cache: what a trial needs to read it, not the images.
 
-    root = Path(settings.root).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"data.root {str(root)!r} is not a folder; point it at a folder of "
-                                "class sub-folders (or with train/ and val/ inside)")
-    tf = transforms.Compose([transforms.Resize(image_px), transforms.CenterCrop(image_px),
-                             transforms.PILToTensor()])
+    ``in_memory``: the trial reads the whole cache into memory (else DataLoader workers read
+    batches from it). ``transforms``: ``crop`` or ``resize`` (``DataSettings``).
+    """
 
-    def decode(folder: Path):
-        try:
-            ds = datasets.ImageFolder(str(folder), transform=tf)
-        except (FileNotFoundError, RuntimeError) as e:
-            raise FileNotFoundError(f"no images in {str(folder)!r}: {e}") from None
-        loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=0)
-        xs, ys = zip(*loader)
-        return torch.cat(xs), torch.cat(ys).long(), ds.classes
+    name: str
+    cache: CachedFolder
+    transforms: str
+    flip: bool
+    in_memory: bool
+    workers: int
 
-    if (root / "train").is_dir() and (root / "val").is_dir():
-        tx, ty, classes = decode(root / "train")
-        vx, vy, val_classes = decode(root / "val")
-        if val_classes != classes:
-            raise ValueError(f"{root}/train and {root}/val have different class folders")
-        return ImageData("imagefolder", tx, ty, vx, vy, len(classes), settings.flip)
-    x, y, classes = decode(root)
-    return _split(x, y, settings, "imagefolder", len(classes))
+    @property
+    def num_classes(self) -> int:
+        return self.cache.num_classes
+
+    def to_image_data(self) -> ImageData:
+        """The cached images as an in-memory ``ImageData`` (the ``resize`` transforms' path)."""
+        images, c = self.cache.read_all(), self.cache
+        return ImageData(self.name, images[list(c.train_rows)], torch.tensor(c.train_labels),
+                         images[list(c.val_rows)], torch.tensor(c.val_labels), c.num_classes, self.flip)
+
+
+def storage_px(settings: DataSettings, max_resolution_px: int) -> int:
+    """The side images are cached at: ``image_px``, else what the largest trial needs (its
+    validation resize, resolution / 0.875, for ``crop``; its resolution for ``resize``)."""
+    if settings.image_px:
+        return settings.image_px
+    if settings.transforms == "crop":
+        return math.ceil(max_resolution_px / CROP_RATIO)
+    return max_resolution_px
+
+
+def trial_bytes(settings: DataSettings, images: int, px: int, max_resolution_px: int) -> int:
+    """Memory one trial needs to hold ``images`` decoded: uint8 at ``px``, plus a float32 copy at
+    its resolution for the ``resize`` transforms."""
+    held = images * 3 * px * px
+    if settings.transforms == "resize":
+        held += images * 3 * max_resolution_px ** 2 * 4
+    return held
+
+
+def load_image_folder(settings: DataSettings, max_resolution_px: int, out=None) -> FolderData:
+    """Scans the folder, decodes it into the cache unless a run did before, and decides whether
+    trials hold it in memory (``data.mode``; ``auto`` by ``data.memory_budget_gb``)."""
+    import sys
+
+    out = out or sys.stdout
+    chosen = scan(settings)
+    px = storage_px(settings, max_resolution_px)
+    cache = ensure_cache(chosen, px, settings.cache_dir, settings.workers, out)
+    need = trial_bytes(settings, len(cache.train_rows) + len(cache.val_rows), px, max_resolution_px)
+    budget = settings.memory_budget_gb * 2**30
+    in_memory = settings.mode == "memory" or (settings.mode == "auto" and need <= budget)
+    why = (f"data.mode={settings.mode}" if settings.mode != "auto" else
+           f"{need / 2**30:.2f} GB per trial {'within' if in_memory else 'over'} "
+           f"data.memory_budget_gb={settings.memory_budget_gb:g}")
+    print(f"image folder: {len(cache.train_rows):,} training and {len(cache.val_rows):,} validation images "
+          f"at {px} px, {'held in memory by each trial' if in_memory else 'streamed from the cache'} ({why})",
+          file=out, flush=True)
+    return FolderData("imagefolder", cache, settings.transforms, settings.flip, in_memory,
+                      2 if settings.workers is None else settings.workers)
 
 
 def num_classes_of(settings: DataSettings) -> int:
@@ -206,26 +248,15 @@ def num_classes_of(settings: DataSettings) -> int:
                                     "folder that holds it, or set data.download=true")
     if settings.name in fixed:
         return fixed[settings.name]
-    root = Path(settings.root).expanduser()
-    folder = root / "train" if (root / "train").is_dir() and (root / "val").is_dir() else root
-    if not folder.is_dir():
-        raise FileNotFoundError(f"data.root {str(root)!r} is not a folder; point it at a folder of "
-                                "class sub-folders (or with train/ and val/ inside)")
-    classes = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    if not classes:
-        raise FileNotFoundError(f"data.root {str(folder)!r} has no class sub-folders")
-    if len(classes) < 2:
-        raise ValueError(f"data.root {str(folder)!r} has one class folder ({classes[0].name}); a classifier "
-                         "needs at least 2: add a folder of images for each class")
-    return len(classes)
+    return len(scan(settings).classes)  # the layout checked; files listed, none opened
 
 
-def load_dataset(settings: DataSettings, max_resolution_px: int = 224) -> ImageData:
-    """Loads and decodes ``settings.name`` once.
+def load_dataset(settings: DataSettings, max_resolution_px: int = 224, out=None) -> ImageData | FolderData:
+    """Loads ``settings.name`` once: decoded into memory, or (an image folder) into its cache.
 
     Args:
-        max_resolution_px: the largest resolution a trial needs; ImageFolder images are
-            decoded at this size unless ``image_px`` says otherwise.
+        max_resolution_px: the largest resolution a trial needs; an image folder is cached at
+            what that trial's transforms need, unless ``image_px`` says otherwise.
     """
     if settings.name == "digits":
         return load_digits_data(settings)
@@ -233,18 +264,14 @@ def load_dataset(settings: DataSettings, max_resolution_px: int = 224) -> ImageD
         return load_synthetic(settings)
     if settings.name in ("cifar10", "cifar100"):
         return load_cifar(settings)
-    return load_image_folder(settings, settings.image_px or max_resolution_px)
+    return load_image_folder(settings, max_resolution_px, out)
 
 
 def train_image_count(s: DataSettings) -> int:
-    """Training images a run will see (an image folder's files are counted, not decoded)."""
-    sizes = {"digits": 1797, "synthetic": s.num_images or 2000, "cifar10": 50000, "cifar100": 50000}
+    """Training images a run will see (an image folder's files are listed, not decoded)."""
     if s.name == "imagefolder":
-        root = Path(s.root).expanduser()
-        if (root / "train").is_dir() and (root / "val").is_dir():
-            return sum(1 for p in (root / "train").rglob("*") if p.is_file())
-        sizes["imagefolder"] = sum(1 for p in root.rglob("*") if p.is_file())
-    n = sizes[s.name]
+        return len(scan(s).train)
+    n = {"digits": 1797, "synthetic": s.num_images or 2000, "cifar10": 50000, "cifar100": 50000}[s.name]
     if s.num_images is not None:
         n = min(n, s.num_images)
     return round(n * (1 - s.val_fraction))

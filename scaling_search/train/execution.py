@@ -15,7 +15,7 @@ from pathlib import Path
 
 from scaling_search.files import atomic_write_text
 from scaling_search.settings import RaySettings
-from scaling_search.train.data import ImageData
+from scaling_search.train.data import FolderData, ImageData
 from scaling_search.train.progress import Progress
 from scaling_search.train.records import TrialStore
 from scaling_search.train.runners import LocalRunner
@@ -83,7 +83,7 @@ def make_runner(kind: str, settings: RaySettings, out_dir: Path):
     return RayTuneRunner(settings, Path(out_dir) / "ray")
 
 
-def run_specs(out_dir: Path, specs: list[TrialSpec], columns: dict[str, dict], data: ImageData,
+def run_specs(out_dir: Path, specs: list[TrialSpec], columns: dict[str, dict], data: ImageData | FolderData,
               trainer: TrainSettings, runner, study, params_of: Callable[[TrialSpec], dict],
               dists: dict, attr_keys: tuple[str, ...], runner_kind: str, out) -> None:
     """Trains every spec not yet recorded in ``out_dir/trials`` and records each as it ends.

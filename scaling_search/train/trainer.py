@@ -1,6 +1,7 @@
 """Train one network on one dataset at one resolution; knows nothing of Ray or Optuna.
 
-A plain loop over in-memory tensors (the dataset was decoded once per search): SGD, AdamW or
+A plain loop over the batches of a feed (``feed.py``: tensors in memory, or DataLoader workers
+reading an image folder's cache), converted and normalised on the device: SGD, AdamW or
 RMSProp, a cosine or constant learning rate with linear warm-up, label smoothing, random flips
 when the data allows them. CUDA with mixed precision (bfloat16 where supported, else float16 with
 a gradient scaler) when a GPU is there; CPU otherwise, deterministic for a fixed seed and thread
@@ -20,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from scaling_search.settings import TrainSettings
-from scaling_search.train.data import ImageData
+from scaling_search.train.data import FolderData, ImageData
+from scaling_search.train.feed import Batches, make_feed
 
 OnEpoch = Callable[[dict, Callable[[], dict]], None]
 
@@ -89,22 +91,19 @@ def _lr_factor(s: TrainSettings, steps_per_epoch: int) -> Callable[[int], float]
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
-             device: torch.device, autocast) -> tuple[float, float]:
-    """Validation (top-1 accuracy, mean cross-entropy) over all of ``images``."""
+def evaluate(model: nn.Module, batches: Batches, count: int, autocast) -> tuple[float, float]:
+    """Validation (top-1 accuracy, mean cross-entropy) over ``count`` images in ``batches``."""
     model.eval()
     correct, loss_sum = 0, 0.0
-    for i in range(0, len(labels), batch_size):
-        x = images[i:i + batch_size].to(device, non_blocking=True)
-        y = labels[i:i + batch_size].to(device, non_blocking=True)
+    for x, y in batches:
         with autocast():
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
-    return correct / len(labels), loss_sum / len(labels)
+    return correct / count, loss_sum / count
 
 
-def train(model: nn.Module, data: ImageData, resolution_px: int, settings: TrainSettings,
+def train(model: nn.Module, data: ImageData | FolderData, resolution_px: int, settings: TrainSettings,
           seed: int, on_epoch: OnEpoch | None = None, state: dict | None = None) -> TrainResult:
     """Trains ``model`` on ``data`` at ``resolution_px`` for ``settings.epochs`` epochs.
 
@@ -123,13 +122,10 @@ def train(model: nn.Module, data: ImageData, resolution_px: int, settings: Train
     def autocast():
         return torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp)
 
-    train_x, val_x = data.at_resolution(resolution_px)
-    train_y, val_y = data.train_labels, data.val_labels
-    if device.type == "cuda":  # proxies' data is small: keep it on the GPU, no per-batch copies
-        train_x, val_x, train_y, val_y = (t.to(device) for t in (train_x, val_x, train_y, val_y))
+    feed = make_feed(data, resolution_px, settings.batch_size, settings.eval_batch_size, device)
+    if device.type == "cuda":
         model = model.to(device, memory_format=torch.channels_last)
-    batch = min(settings.batch_size, len(train_y))
-    steps_per_epoch = len(train_y) // batch  # drop the last partial batch (BatchNorm of 1 image)
+    batch, steps_per_epoch = feed.batch, feed.steps_per_epoch
     optimizer = _optimizer(model, settings)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(settings, steps_per_epoch))
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
@@ -151,15 +147,8 @@ def train(model: nn.Module, data: ImageData, resolution_px: int, settings: Train
     for epoch in range(start_epoch, settings.epochs):
         model.train()
         t0 = time.perf_counter()
-        order = torch.randperm(len(train_y), generator=gen)
-        flips = torch.rand(len(train_y), generator=gen) < 0.5 if data.flip else None
         loss_sum = torch.zeros((), device=device)
-        for step in range(steps_per_epoch):
-            idx = order[step * batch:(step + 1) * batch]
-            x, y = train_x[idx.to(train_x.device)], train_y[idx.to(train_y.device)]
-            if flips is not None:
-                f = flips[idx].to(x.device)
-                x = torch.where(f[:, None, None, None], x.flip(-1), x)
+        for x, y in feed.train_batches(gen):
             with autocast():
                 loss = criterion(model(x), y)
             optimizer.zero_grad(set_to_none=True)
@@ -176,7 +165,7 @@ def train(model: nn.Module, data: ImageData, resolution_px: int, settings: Train
         train_loss = loss_sum.item() / steps_per_epoch
         if not math.isfinite(train_loss):
             raise Diverged(epoch + 1, "the training loss", train_loss)
-        top1, val_loss = evaluate(model, val_x, val_y, settings.eval_batch_size, device, autocast)
+        top1, val_loss = evaluate(model, feed.val_batches(), feed.num_val, autocast)
         if not math.isfinite(val_loss):
             raise Diverged(epoch + 1, "the validation loss", val_loss)
         metrics = {"epoch": epoch + 1, "train/loss": train_loss,

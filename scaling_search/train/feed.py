@@ -1,0 +1,179 @@
+"""Batches for the trainer: from tensors held in memory, or from an image folder's cache.
+
+Either way the trainer gets float32 batches on its device, normalised there, and never a
+dataset-sized float copy on the GPU:
+
+- ``TensorFeed`` (built-in, CIFAR, and image folders with ``resize`` held in memory): the whole
+  set is resized once to the trial's resolution. On a CPU it is kept as normalised float32
+  (small by the memory budget; the fastest loop there is). On a GPU it is kept as uint8 in
+  pinned host memory; each batch is copied without blocking and converted on the GPU.
+- ``LoaderFeed`` (image folders with ``crop``, or streamed): a DataLoader whose workers read
+  uint8 images (from memory, or by offset from the cache file) and apply torchvision's
+  transforms to uint8: random-resized-crop and flip in training, resize to resolution / 0.875
+  and centre crop in validation. Batches are pinned for a GPU and normalised on the device.
+
+Both are deterministic for a seed: the shuffle, the flips and the crops are drawn from the
+trainer's generator (a DataLoader's workers are seeded from it, per epoch), so a run resumed
+from a checkpoint continues as if never stopped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from scaling_search.train.data import CROP_RATIO, FolderData, ImageData
+from scaling_search.train.image_folder import CachedFolder
+
+Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
+
+
+def _normaliser(mean, std, device: torch.device):
+    """uint8 (0-255) batch -> float32 normalised, on ``device``."""
+    m = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255
+    inv = 1 / (torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255)
+
+    def convert(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(device, non_blocking=True)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return (x.float() - m) * inv
+    return convert
+
+
+class TensorFeed:
+    """The whole set resized once to the trial's resolution (today's in-memory path)."""
+
+    def __init__(self, data: ImageData, resolution_px: int, batch: int, eval_batch: int,
+                 device: torch.device):
+        self.flip, self.device, self.eval_batch = data.flip, device, eval_batch
+        self.train_y, self.val_y = data.train_labels, data.val_labels
+        self.batch = min(batch, len(self.train_y))
+        self.steps_per_epoch = len(self.train_y) // self.batch  # the last partial batch is dropped
+        self.num_val = len(self.val_y)
+        if device.type == "cuda":
+            mean, std = data.mean_std()
+            self.train_x, self.val_x = (_resize_u8(x, resolution_px).pin_memory()
+                                        for x in (data.train_images, data.val_images))
+            self.convert = _normaliser(mean, std, device)
+        else:
+            self.train_x, self.val_x = data.at_resolution(resolution_px)
+            self.convert = lambda x: x
+
+    def train_batches(self, gen: torch.Generator) -> Batches:
+        order = torch.randperm(len(self.train_y), generator=gen)
+        flips = torch.rand(len(self.train_y), generator=gen) < 0.5 if self.flip else None
+        for step in range(self.steps_per_epoch):
+            idx = order[step * self.batch:(step + 1) * self.batch]
+            x = self.convert(self.train_x[idx])
+            if flips is not None:
+                x = torch.where(flips[idx].to(x.device)[:, None, None, None], x.flip(-1), x)
+            yield x, self.train_y[idx].to(self.device, non_blocking=True)
+
+    def val_batches(self) -> Batches:
+        for i in range(0, self.num_val, self.eval_batch):
+            yield (self.convert(self.val_x[i:i + self.eval_batch]),
+                   self.val_y[i:i + self.eval_batch].to(self.device, non_blocking=True))
+
+
+def _resize_u8(images: torch.Tensor, px: int, chunk: int = 2048) -> torch.Tensor:
+    """uint8 images resized to ``px`` (antialiased when shrinking), still uint8."""
+    if images.shape[-1] == px and images.shape[-2] == px:
+        return images.contiguous()
+    out = torch.empty(images.shape[0], images.shape[1], px, px, dtype=torch.uint8)
+    for i in range(0, images.shape[0], chunk):
+        x = images[i:i + chunk].float()
+        x = F.interpolate(x, size=(px, px), mode="bilinear", align_corners=False, antialias=x.shape[-1] > px)
+        out[i:i + chunk] = x.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+class CacheRows(torch.utils.data.Dataset):
+    """Rows of an image cache, as (transformed uint8 image, label); reads by offset (``pread``)
+    unless ``images`` holds the whole cache in memory."""
+
+    def __init__(self, cache: CachedFolder, rows: tuple[int, ...], labels: tuple[int, ...], transform,
+                 images: torch.Tensor | None = None):
+        self.path, self.px, self.size = cache.path, cache.px, cache.image_bytes
+        self.rows, self.labels = torch.tensor(rows), torch.tensor(labels)
+        self.transform, self.images = transform, images
+        self._fd: tuple[int, int] | None = None  # (pid, fd): a forked worker opens its own
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _read(self, row: int) -> torch.Tensor:
+        if self.images is not None:
+            return self.images[row]
+        if self._fd is None or self._fd[0] != os.getpid():
+            self._fd = (os.getpid(), os.open(self.path, os.O_RDONLY))
+        buf = bytearray(os.pread(self._fd[1], self.size, row * self.size))
+        return torch.frombuffer(buf, dtype=torch.uint8).view(3, self.px, self.px)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(self._read(int(self.rows[i]))), self.labels[i]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_fd": None}
+
+
+def transforms_for(kind: str, resolution_px: int, flip: bool, train: bool):
+    """torchvision's transforms on uint8 images (3, px, px): ``crop`` (the field's) or ``resize``."""
+    from torchvision.transforms import v2  # lazy: only the DataLoader path needs it
+
+    if kind == "crop" and train:
+        steps = [v2.RandomResizedCrop(resolution_px, antialias=True)]
+    elif kind == "crop":
+        steps = [v2.Resize(round(resolution_px / CROP_RATIO), antialias=True), v2.CenterCrop(resolution_px)]
+    else:
+        steps = [v2.Resize((resolution_px, resolution_px), antialias=True)]
+    if flip and train:
+        steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose(steps)
+
+
+class LoaderFeed:
+    """DataLoader workers over an image cache, in memory or read from disk per image."""
+
+    def __init__(self, data: FolderData, resolution_px: int, batch: int, eval_batch: int,
+                 device: torch.device):
+        c = data.cache
+        images = c.read_all() if data.in_memory else None
+        self.train_set = CacheRows(c, c.train_rows, c.train_labels,
+                                   transforms_for(data.transforms, resolution_px, data.flip, True), images)
+        self.val_set = CacheRows(c, c.val_rows, c.val_labels,
+                                 transforms_for(data.transforms, resolution_px, data.flip, False), images)
+        self.batch, self.eval_batch = min(batch, len(self.train_set)), eval_batch
+        self.steps_per_epoch = len(self.train_set) // self.batch
+        self.num_val = len(self.val_set)
+        self.workers, self.device = data.workers, device
+        self.convert = _normaliser(c.mean, c.std, device)
+
+    def _loader(self, dataset, batch: int, gen: torch.Generator | None, train: bool):
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=batch, shuffle=train, drop_last=train, generator=gen,
+            num_workers=self.workers, pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if self.workers else None)
+
+    def train_batches(self, gen: torch.Generator) -> Batches:
+        # The epoch's shuffle and its workers' crops and flips, all from the trainer's generator.
+        epoch_gen = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
+        for x, y in self._loader(self.train_set, self.batch, epoch_gen, True):
+            yield self.convert(x), y.to(self.device, non_blocking=True)
+
+    def val_batches(self) -> Batches:
+        for x, y in self._loader(self.val_set, self.eval_batch, None, False):
+            yield self.convert(x), y.to(self.device, non_blocking=True)
+
+
+def make_feed(data: ImageData | FolderData, resolution_px: int, batch: int, eval_batch: int,
+              device: torch.device) -> TensorFeed | LoaderFeed:
+    """The feed for ``data``: an image folder with ``resize`` held in memory takes the tensor path."""
+    if isinstance(data, FolderData):
+        if data.in_memory and data.transforms == "resize":
+            return TensorFeed(data.to_image_data(), resolution_px, batch, eval_batch, device)
+        return LoaderFeed(data, resolution_px, batch, eval_batch, device)
+    return TensorFeed(data, resolution_px, batch, eval_batch, device)
