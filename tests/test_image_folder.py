@@ -258,3 +258,20 @@ def test_a_streamed_trial_trains_resumes_and_repeats_exactly(tmp_path):
     losses = [h["train/loss"] for h in full.history]
     assert losses == [h["train/loss"] for h in again.history] == [h["train/loss"] for h in resumed.history]
     assert full.final_top1 == resumed.final_top1 and all(np.isfinite(losses))
+
+
+@pytest.mark.slow
+def test_paper_step1_runs_on_a_generated_folder_on_a_cpu(tmp_path, run_cli):
+    """The cluster preset, CI-sized by overrides only: B0 at 32 px, 3 candidates, 1 epoch, no GPU."""
+    import pandas as pd
+
+    write_folder(tmp_path / "imgs", classes=("a", "b", "c", "d"), per_class=20, size=(64, 48), fmt="jpg")
+    got = run_cli("scaling_search.grid", "experiment=paper_step1", f"data.root={tmp_path / 'imgs'}",
+                  "runner.gpus_per_trial=0", "runner.cpus_per_trial=1", "proxy.resolution_px=32",
+                  "space=coarse", "space.tolerance=0.02", "seeds_per_candidate=1", "trainer.epochs=1",
+                  "trainer.batch_size=16", f"out_dir={tmp_path / 'run'}", "report=false")
+    assert got.returncode == 0, got.stderr[-3000:]
+    assert "64 training and 16 validation images at 44 px, held in memory" in got.stdout
+    results = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert len(results) == 4 and set(results["status"]) == {"ok"}
+    assert (tmp_path / "run" / "coefficients.yaml").is_file()
