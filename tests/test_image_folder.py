@@ -275,3 +275,16 @@ def test_paper_step1_runs_on_a_generated_folder_on_a_cpu(tmp_path, run_cli):
     results = pd.read_csv(tmp_path / "run" / "results.csv")
     assert len(results) == 4 and set(results["status"]) == {"ok"}
     assert (tmp_path / "run" / "coefficients.yaml").is_file()
+
+
+def test_a_node_without_the_cache_builds_its_own_copy(tmp_path, capsys):
+    """A cluster node's data.cache_dir is its own disk: the first trial there decodes it again."""
+    import shutil
+
+    write_folder(tmp_path / "imgs")
+    data = load_dataset(settings(tmp_path / "imgs", tmp_path / "cache", mode="stream"), 16)
+    shutil.rmtree(tmp_path / "cache")  # what another node's disk looks like
+    capsys.readouterr()
+    feed = make_feed(data, 16, 4, 4, torch.device("cpu"))
+    assert "decoding 12 images" in capsys.readouterr().out
+    assert len(list(feed.val_batches())) == 1 and Path(data.cache.path).is_file()

@@ -185,10 +185,23 @@ class FolderData:
     flip: bool
     in_memory: bool
     workers: int
+    settings: DataSettings | None = None  # to build the cache again on a node that lacks it
 
     @property
     def num_classes(self) -> int:
         return self.cache.num_classes
+
+    def on_this_node(self, out=None) -> FolderData:
+        """This data with its cache present here: a cluster node whose ``data.cache_dir`` is on
+        its own disk builds its copy once (under the same key, so every trial there shares it)."""
+        if Path(self.cache.path).is_file() or self.settings is None:
+            return self
+        cache = ensure_cache(scan(self.settings), self.cache.px, self.settings.cache_dir,
+                             self.settings.workers, out)
+        if cache.path.rsplit("/", 2)[-2] != self.cache.path.rsplit("/", 2)[-2]:
+            raise ValueError(f"{self.settings.root} differs on this node from the driver's copy (another "
+                             "file list, size or modification time); data.root must be the same folder on every node")
+        return FolderData(self.name, cache, self.transforms, self.flip, self.in_memory, self.workers, self.settings)
 
     def to_image_data(self) -> ImageData:
         """The cached images as an in-memory ``ImageData`` (the ``resize`` transforms' path)."""
@@ -235,7 +248,7 @@ def load_image_folder(settings: DataSettings, max_resolution_px: int, out=None) 
           f"at {px} px, {'held in memory by each trial' if in_memory else 'streamed from the cache'} ({why})",
           file=out, flush=True)
     return FolderData("imagefolder", cache, settings.transforms, settings.flip, in_memory,
-                      2 if settings.workers is None else settings.workers)
+                      2 if settings.workers is None else settings.workers, settings)
 
 
 def num_classes_of(settings: DataSettings) -> int:

@@ -173,6 +173,7 @@ def make_feed(data: ImageData | FolderData, resolution_px: int, batch: int, eval
               device: torch.device) -> TensorFeed | LoaderFeed:
     """The feed for ``data``: an image folder with ``resize`` held in memory takes the tensor path."""
     if isinstance(data, FolderData):
+        data = data.on_this_node()
         if data.in_memory and data.transforms == "resize":
             return TensorFeed(data.to_image_data(), resolution_px, batch, eval_batch, device)
         return LoaderFeed(data, resolution_px, batch, eval_batch, device)
