@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import (InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException,
                              ValidationError)
 
-from scaling_search.settings import GridConfig, ScaleConfig
+from scaling_search.settings import GridConfig, GridSettings, ScaleConfig, ScaleSettings
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 SCHEMAS = {"grid": GridConfig, "scale": ScaleConfig}  # conf/<name>.yaml: its schema
@@ -177,10 +177,32 @@ def check_booleans(overrides: list[Override], schema: type) -> None:
                 raise ValueError(f"{o.key_or_group} must be true or false, got {v!r}")
 
 
+def check_run_folder(config_name: str, plain: Mapping) -> None:
+    """A job that trains writes a run folder: it must lie apart from ``data.root``, and be
+    missing, empty, or a run of its own kind with the same settings (``steps.pipeline.RunFolder``).
+
+    Part of the preflight, so that in a sweep the last job's folder is checked before the first
+    job trains (the step checks it again when its job starts)."""
+    if config_name == "grid":
+        settings = GridSettings.from_config(plain)
+        if not settings.dry_run:
+            # Lazy, as the apps' own validate: the steps load the training modules.
+            from scaling_search.steps.step1 import run_folder
+
+            run_folder(settings)
+    elif config_name == "scale":
+        settings = ScaleSettings.from_config(plain)
+        if settings.train and not settings.dry_run:
+            from scaling_search.steps.step2 import run_folder
+
+            run_folder(settings)
+
+
 def preflight(prog: str, config_name: str, argv: list[str],
               validate: Callable[[Mapping], object] | None = None) -> None:
     """Composes the config of every job as Hydra will, and checks it with ``validate`` (and its
-    booleans as typed, ``check_booleans``).
+    booleans as typed, ``check_booleans``), and the run folder each training job will write
+    (``check_run_folder``).
 
     Runs before Hydra starts, so a typo in the last value of a sweep fails before the first
     job writes anything. Exits 2 with one line on the first error.
@@ -203,6 +225,7 @@ def preflight(prog: str, config_name: str, argv: list[str],
                     except InterpolationResolutionError:
                         continue  # e.g. ${hydra:...}, which resolves only inside a run
                     validate(plain)
+                    check_run_folder(config_name, plain)
         except HydraException as e:
             # For a value of the wrong type Hydra says only "Error merging override seed=abc".
             cause = e.__cause__

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from scaling_search import grid, scale
+from scaling_search.analysis.results import RESULT_COLUMNS
 from scaling_search.cli import preflight
 from scaling_search.report import main as report_main
 from scaling_search.steps.pipeline import collect
@@ -126,6 +128,26 @@ ROWS = [
     (GRID, ["out_dir={tmp}/notes.txt/run"], "cannot be created: '{tmp}/notes.txt' is a file"),
     (GRID, ["out_dir=/proc/self/run"], "is not writable by this user"),
     (GRID, ["out_dir="], "out_dir must be a folder path"),
+    # --- grid: a folder that is not its own run is never written into (a user's, another kind's)
+    (GRID, ["out_dir={tmp}/my_files"], "out_dir '{tmp}/my_files' holds files that no search wrote (data.csv, "
+                                       "thesis.tex); a run writes only into a new or empty folder, or resumes its "
+                                       "own: choose a new or empty out_dir"),
+    (GRID, ["out_dir={tmp}/many_files"], "holds files that no search wrote (a0.txt, a1.txt, a2.txt, a3.txt, a4.txt, "
+                                         "... (7 in all))"),
+    (GRID, ["out_dir={tmp}/step2_results_cut_between_rows"],
+     "holds files that no search wrote (family.csv, step2.json)"),
+    (GRID, ["out_dir={tmp}/family_summary_ragged"], "holds files that no search wrote (summary.csv)"),
+    (GRID, ["out_dir={tmp}/grid_search_json_cut"], "grid_search_json_cut/search.json is damaged"),
+    (GRID, ["--multirun", "seed=0,1", "out_dir={tmp}/run,{tmp}/my_files"],
+     "my_files' holds files that no search wrote"),
+    # --- grid: the run folder and the data apart, in every job of a sweep
+    (GRID, ["data=imagefolder", "data.root={tmp}/imgs", "out_dir={tmp}/imgs/run"],
+     "out_dir '{tmp}/imgs/run' lies inside data.root '{tmp}/imgs': its files would be read as images of a class"),
+    (GRID, ["data=imagefolder", "data.root={tmp}/imgs", "out_dir={tmp}"], "data.root '{tmp}/imgs' lies inside out_dir"),
+    (GRID, ["--multirun", "data=imagefolder", "data.root={tmp}/imgs", "out_dir={tmp}/run,{tmp}/imgs/cat/run"],
+     "out_dir '{tmp}/imgs/cat/run' lies inside data.root"),
+    (GRID, ["--multirun", "data=digits,imagefolder", "data.root={tmp}/imgs", "out_dir={tmp}/imgs/run"],
+     "lies inside data.root"),
     # --- grid: names, keys and sweeps
     (GRID, ["backbone.name=nope"], "unknown backbone 'nope'"),
     (GRID, ["backbone=nope"], "Could not find 'backbone/nope'"),
@@ -196,6 +218,13 @@ ROWS = [
     (SCALE, ["out_dir=/proc/self/family"], "is not writable by this user"),
     (SCALE, ["train=true", "out_dir={tmp}/notes.txt"], "notes.txt' is a file, not a folder"),
     (SCALE, ["train=true", "out_dir=/proc/self/run"], "is not writable by this user"),
+    (SCALE, ["train=true", "out_dir={tmp}/my_files"], "holds files that no Step-2 run wrote (data.csv, thesis.tex)"),
+    (SCALE, ["train=true", "out_dir={tmp}/grid_results_ragged"], "holds files that no Step-2 run wrote (search.json)"),
+    (SCALE, ["train=true", "out_dir={tmp}/step2_json_cut"], "step2_json_cut/step2.json is damaged"),
+    (SCALE, ["train=true", "data=imagefolder", "data.root={tmp}/imgs", "out_dir={tmp}/imgs/run"],
+     "lies inside data.root '{tmp}/imgs'"),
+    (SCALE, ["--multirun", "train=true", "phis=[1]", "seed=0,1", "out_dir={tmp}/run,{tmp}/my_files"],
+     "my_files' holds files that no Step-2 run wrote"),
     (SCALE, ["backbone.name=nope"], "unknown backbone 'nope'"),
     (SCALE, ["rounding=bogus"], "Could not find 'rounding/bogus'"),
     (SCALE, ["phis=[1,x]"], "phis[1]: Value 'x' of type 'str' could not be converted to Float"),
@@ -204,11 +233,13 @@ ROWS = [
     (REPORT, ["{tmp}/grid_results_cut_in_a_row"], "results.csv' is incomplete (it ends in the middle of a line)"),
     (REPORT, ["{tmp}/grid_results_cut_between_rows"],
      "results.csv' is incomplete (it has 2 rows, but the run's trials/ folder holds 4 trial records)"),
-    (REPORT, ["{tmp}/grid_results_ragged"], "results.csv' is incomplete (line 10 has 3 fields, the header 26)"),
+    (REPORT, ["{tmp}/grid_results_ragged"],
+     f"results.csv' is incomplete (line 10 has 3 fields, the header {len(RESULT_COLUMNS)})"),
     (REPORT, ["{tmp}/grid_results_open_quote"], "results.csv' is not a readable table (Error: unexpected end of data)"),
     (REPORT, ["{tmp}/grid_results_empty"], "results.csv' is not a readable table (EmptyDataError"),
     (REPORT, ["{tmp}/grid_results_binary"], "results.csv' is not a readable table (UnicodeDecodeError"),
-    (REPORT, ["{tmp}/grid_results_extra_field"], "results.csv' is incomplete (line 10 has 41 fields, the header 26)"),
+    (REPORT, ["{tmp}/grid_results_extra_field"],
+     f"results.csv' is incomplete (line 10 has 41 fields, the header {len(RESULT_COLUMNS)})"),
     (REPORT, ["{tmp}/grid_epochs_cut_in_a_row"], "epochs.csv' is incomplete (it ends in the middle of a line)"),
     (REPORT, ["{tmp}/grid_search_json_cut"], "search.json' is damaged (Expecting value: line 1 column 50"),
     (REPORT, ["{tmp}/grid_environment_json_cut"], "environment.json' is damaged"),
@@ -319,6 +350,16 @@ def scratch(tmp_path, templates) -> Path:
     (tmp_path / "notes.txt").write_text("a user's notes\n")
     (tmp_path / "broken.yaml").write_text("depth_coef: [1.2\n")
     (tmp_path / "empty_folder").mkdir()
+    (tmp_path / "my_files").mkdir()  # a user's folder: a run must not write into it
+    (tmp_path / "my_files" / "thesis.tex").write_text("chapter 1\n")
+    (tmp_path / "my_files" / "data.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "many_files").mkdir()
+    for i in range(7):
+        (tmp_path / "many_files" / f"a{i}.txt").write_text(f"{i}\n")
+    for c in ("cat", "dog"):  # an image folder of two classes
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0 if c == "cat" else 255)).save(tmp_path / "imgs" / c / f"{i}.png")
     for name, (template, damage) in RUNS.items():
         damage(Path(shutil.copytree(templates[template], tmp_path / name)))
     _multirun(tmp_path / "multirun_summary_cut_in_a_row")

@@ -166,6 +166,17 @@ def test_a_bad_value_late_in_a_sweep_fails_before_the_first_job(run_cli, tmp_pat
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
+def test_hydras_own_output_in_the_out_dir_is_not_a_users_file(run_cli, tmp_path):
+    """With hydra.run.dir at the out_dir and hydra.output_subdir set, Hydra writes .hydra/ there
+    before the search starts: the folder is still the search's own, not a user's."""
+    out = tmp_path / "run"
+    r = run_cli(GRID, *TINY, "trainer.epochs=1", "data.num_images=200", "runner=local", "report=false",
+                f"out_dir={out}", f"hydra.run.dir={out}", "hydra.output_subdir=.hydra")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out / ".hydra" / "config.yaml").is_file() and (out / "coefficients.yaml").is_file()
+
+
 def test_paper_preset_dry_runs_on_a_machine_without_gpu(run_cli, tmp_path):
     """experiment=paper_step1 composes (B0 at 224 px, the 109-point grid, 3 seeds) and a dry run
     needs neither the GPUs it asks for nor a decoded dataset."""

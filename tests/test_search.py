@@ -232,3 +232,50 @@ def test_asha_stops_poor_trials_early(tmp_path, ray_session):
     trained = epochs.groupby("trial_id")["epoch"].max()
     assert (trained[stopped["trial_id"]] < 4).all()
     assert outcome.winner["candidate_id"] in set(results.loc[results["status"] == "ok", "candidate_id"])
+
+
+FAST = (*TINY, "runner=local", "trainer.epochs=1", "data.num_images=200")
+
+
+def test_two_run_folders_with_the_same_seed_add_each_trial_to_a_shared_study_once(tmp_path, monkeypatch):
+    """Two machines, one study: the second driver took its view of the study before the first
+    recorded anything (as when both start together), and the first finishes meanwhile; then a
+    third runs after both. The study used to hold every trial twice."""
+    from scaling_search.steps import pipeline
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first, second, third = (compose_grid(tmp_path / name, *FAST, f"study.storage={url}") for name in "abc")
+    make_runner = pipeline.make_runner
+
+    class FirstFinishesMeanwhile:
+        """The second driver's runner: the first driver's whole search runs before it trains."""
+
+        def __init__(self, runner):
+            self.runner, self.concurrency = runner, runner.concurrency
+
+        def run(self, *args, **kwargs):
+            _run(first)
+            self.runner.run(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "make_runner", lambda kind, settings, out_dir: (
+        FirstFinishesMeanwhile if out_dir == second.out_dir else lambda r: r)(make_runner(kind, settings, out_dir)))
+    _run(second)
+    _run(third)
+    ids = [t.user_attrs["trial_id"] for t in optuna.load_study(study_name=None, storage=url).get_trials()]
+    assert len(ids) == 4 and len(set(ids)) == 4, sorted(ids)
+    for s in (first, second, third):  # each run folder holds its own records of all four
+        assert len(pd.read_csv(s.out_dir / "results.csv")) == 4
+
+
+def test_a_run_killed_before_it_wrote_search_json_is_taken_over(tmp_path):
+    """What a driver killed between taking the lock and writing its identity leaves: the lock,
+    its holder, a temporary file. The same command resumes the folder rather than refusing it."""
+    settings = compose_grid(tmp_path, *FAST)
+    settings.out_dir.mkdir()
+    (settings.out_dir / ".lock").touch()
+    (settings.out_dir / ".lock.json").write_text('{"pid": 4194999, "host": "gone", "started": "2026-01-01"}')
+    (settings.out_dir / ".search.json.k3j9x.tmp").write_text('{"back')
+    outcome, log = _run(settings)
+    assert "took over the lock of pid 4194999 on gone" in log
+    assert len(pd.read_csv(outcome.run_dir / "results.csv")) == 4
+    assert (outcome.run_dir / "coefficients.yaml").is_file()

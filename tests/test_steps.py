@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import optuna
 import pytest
@@ -201,3 +202,105 @@ def test_a_damaged_file_in_a_run_folder_is_named_with_what_to_do(tmp_path):
     (store.dir / "t_d1.00_w1.00_r1.00_s0.json").write_text('{"spec": {"trial_id": "t"')
     with pytest.raises(ValueError, match=r"trial record .*t_d1.00_w1.00_r1.00_s0.json is damaged .*delete it"):
         store.load()
+
+
+def _tree(folder) -> dict:
+    """Every path under ``folder`` with its bytes (None for a folder)."""
+    return {str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes() for p in sorted(folder.rglob("*"))}
+
+
+def test_a_users_folder_is_never_written_into(tmp_path):
+    """A folder of a user's own files used to get a search's files beside them."""
+    mine = tmp_path / "mine"
+    (mine / "notes").mkdir(parents=True)
+    (mine / "thesis.tex").write_text("chapter 1\n")
+    (mine / "notes" / "a.txt").write_text("a\n")
+    before = _tree(mine)
+    settings = compose_grid(tmp_path, *TINY, "runner=local", f"out_dir={mine}")
+    with pytest.raises(ValueError, match=r"'.*/mine' holds files that no search wrote \(notes, thesis.tex\); "
+                                         "a run writes only into a new or empty folder"):
+        step1.run_search(settings, io.StringIO())
+    assert _tree(mine) == before
+
+
+def test_a_run_of_another_kind_is_not_resumed(tmp_path):
+    grid_run = RunFolder(tmp_path / "run", "search.json", {"backbone": "resnet18"}, "search", step1.OUTPUTS)
+    with grid_run:
+        grid_run.open({}, None, None)
+    before = _tree(tmp_path / "run")
+    step2_run = RunFolder(tmp_path / "run", "step2.json", {"backbone": "resnet18"}, "Step-2 run")
+    with pytest.raises(ValueError, match=r"holds files that no Step-2 run wrote \(search.json\)"):
+        step2_run.check()
+    assert _tree(tmp_path / "run") == before
+
+
+def test_a_run_killed_before_it_wrote_its_identity_is_resumed(tmp_path):
+    """Killed between taking the lock and writing search.json (or mid-way through an atomic
+    write): what it left is the run's own, so the same command takes the folder over."""
+    run_dir = tmp_path / "run"
+    (run_dir / "trials").mkdir(parents=True)
+    (run_dir / ".lock").touch()
+    (run_dir / ".lock.json").write_text('{"pid": 4194999, "host": "gone", "started": "2026-01-01T00:00:00+00:00"}')
+    (run_dir / ".search.json.k3j9x.tmp").write_text('{"back')
+    (run_dir / ".step2.x81q.staging").mkdir()
+    (run_dir / ".hydra").mkdir()  # Hydra's own, where hydra.run.dir is the out_dir
+    run = RunFolder(run_dir, "search.json", {"backbone": "resnet18"}, "search", step1.OUTPUTS)
+    run.check()
+    said = io.StringIO()
+    with run:
+        run.open({}, None, None, out=said)
+    assert said.getvalue().startswith("took over the lock of pid 4194999 on gone")
+    assert json.loads((run_dir / "search.json").read_text()) == {"backbone": "resnet18"}
+
+
+def test_a_resumed_run_keeps_a_users_file_beside_it(tmp_path):
+    """A run folder of its own kind is resumed even where a user put a file in it."""
+    run = RunFolder(tmp_path / "run", "search.json", {"backbone": "resnet18"}, "search", step1.OUTPUTS)
+    with run:
+        run.open({}, None, None)
+    (tmp_path / "run" / "my_notes.txt").write_text("lr too high?\n")
+    run.check()
+    assert (tmp_path / "run" / "my_notes.txt").read_text() == "lr too high?\n"
+
+
+def _spec(trial: str):
+    from scaling_search.models.backbones import get_backbone
+    from scaling_search.models.scaling import Coefficients, Multipliers
+    from scaling_search.train.trial import TrialSpec
+
+    model = get_backbone("resnet18").scale(Multipliers(0.5, 0.25), Rounding(), 16)
+    return TrialSpec.of(trial, "d1.00_w1.00_r1.00", 0, Coefficients(1.0, 1.0, 1.0), model, 16, Rounding(), ())
+
+
+def test_recording_a_trial_is_idempotent_by_its_id_and_outcome(tmp_path):
+    """Recorded once per outcome: again from this driver, or from another that added it meanwhile
+    (``known`` is the snapshot a driver took when it started); a failed trial that trains again
+    and completes is added beside its failure."""
+    from scaling_search.train.study import grid_params, open_study, record_trial, recorded_ids
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    dists = step1.grid_distributions(compose_grid(tmp_path, *TINY).space)
+    one, other = open_study(url, "s"), open_study(url, "s")  # two drivers on one study
+    spec = _spec("r18_d1.00_w1.00_r1.00_s0")
+    ok = {"trial_id": spec.trial_id, "status": "ok", "final_top1": 0.5}
+    failed = {"trial_id": spec.trial_id, "status": "failed", "error": "Diverged: loss is nan"}
+    history = [{"epoch": 1, "val/top1": 0.5}]
+    snapshot = recorded_ids(other)
+    assert snapshot == set()
+
+    def add(study, row, known):
+        record_trial(study, spec, row, history, grid_params(spec), dists, {}, known)
+
+    def states():
+        return [(t.user_attrs["trial_id"], t.state.name) for t in optuna.load_study(study_name="s", storage=url).trials]
+
+    known = recorded_ids(one)
+    add(one, failed, known)
+    add(one, failed, known)
+    add(one, failed, recorded_ids(one))
+    assert states() == [(spec.trial_id, "FAIL")]
+    add(one, ok, known)  # trained again, and completed
+    assert states() == [(spec.trial_id, "FAIL"), (spec.trial_id, "COMPLETE")]
+    add(other, ok, snapshot)  # taken before `one` recorded anything
+    add(other, failed, snapshot)
+    assert states() == [(spec.trial_id, "FAIL"), (spec.trial_id, "COMPLETE")]

@@ -4,9 +4,10 @@ A step (Step 1's grid or TPE search, Step 2's family) plans its networks first, 
 file, then goes through the same stages:
 
 1. **setup** (``RunFolder.check`` before anything starts, ``RunFolder.open`` once it can): a
-   re-run is refused if it would mix incomparable trials; the user's study storage is opened
-   before anything is written; then the folder is locked for this driver (``with run:`` holds
-   the lock until the step ends) and gets its identity, ``config.yaml`` and ``environment.json``;
+   folder that holds anything but a run of the step's own kind is refused, and so is a re-run
+   that would mix incomparable trials; the user's study storage is opened before anything is
+   written; then the folder is locked for this driver (``with run:`` holds the lock until the
+   step ends) and gets its identity, ``config.yaml`` and ``environment.json``;
 2. **launch** (``launch``, over ``train.execution.run_specs``): the data decoded once, the step's
    plan written, and every trial not yet recorded trained through a runner;
 3. **collect** (``collect``): the ``results`` and ``epochs`` tables, rebuilt from the records;
@@ -49,6 +50,14 @@ TRAIN_MACS_PER_FORWARD = 3
 
 
 LOCK_FILE, HOLDER_FILE = ".lock", ".lock.json"
+# What a run folder of either step holds besides its identity file and the step's own tables: the
+# driver's lock, the settings and environment, the trial records, the tables built from them, the
+# default study (SQLite and its side files), Ray Tune's experiment, the report, and Hydra's
+# ``.hydra/`` where a user points ``hydra.run.dir`` at the out_dir and sets ``hydra.output_subdir``.
+RUN_FILES = frozenset({LOCK_FILE, HOLDER_FILE, "config.yaml", "environment.json", "trials",
+                       "results.csv", "results.parquet", "epochs.csv", "epochs.parquet", "optuna.db",
+                       "optuna.db-journal", "optuna.db-wal", "optuna.db-shm", "ray", "report.html",
+                       "plots", ".hydra"})
 
 
 class RunFolder:
@@ -59,15 +68,23 @@ class RunFolder:
     holds it to ``.lock.json``; a second driver is refused with that holder named. ``with run:``
     releases it when the step ends.
 
+    A run writes only into a folder that is missing, empty, or a run of its own kind (``check``):
+    one that holds its identity file (a resume), or, where a driver was killed before it wrote
+    that file, nothing but what such a run writes (``RUN_FILES``, the step's ``outputs``, and
+    the hidden temporary files of their atomic writes). A user's folder is never written into.
+
     Attributes:
         out_dir: the folder (absolute, stable: a re-run resumes it).
         identity_file: where the identity is kept (``search.json``, ``step2.json``).
         identity: the settings a re-run must share.
         what: how the messages name the run ("search", "Step-2 run").
+        outputs: the names of what the step itself writes there (its tables, configs...).
     """
 
-    def __init__(self, out_dir: Path, identity_file: str, identity: dict, what: str):
+    def __init__(self, out_dir: Path, identity_file: str, identity: dict, what: str,
+                 outputs: Iterable[str] = ()):
         self.out_dir, self.identity_file, self.identity, self.what = Path(out_dir), identity_file, identity, what
+        self.written = RUN_FILES | {identity_file, *outputs}
         self._lock: filelock.BaseFileLock | None = None
 
     def __enter__(self) -> RunFolder:
@@ -87,8 +104,21 @@ class RunFolder:
         return f"{Path(self.identity_file).stem}-{digest[:12]}"
 
     def check(self) -> None:
-        """Refuses a folder that holds another run (before anything starts)."""
+        """Refuses a folder that holds anything but this run (before anything starts): a user's
+        files, a run of another kind, or the same kind with other settings."""
+        if self.out_dir.is_dir() and not (self.out_dir / self.identity_file).is_file():
+            foreign = sorted(p.name for p in self.out_dir.iterdir() if not self._written_here(p.name))
+            if foreign:
+                shown = ", ".join(foreign[:5]) + (f", ... ({len(foreign)} in all)" if len(foreign) > 5 else "")
+                raise ValueError(f"out_dir {str(self.out_dir)!r} holds files that no {self.what} wrote "
+                                 f"({shown}); a run writes only into a new or empty folder, or resumes its "
+                                 "own: choose a new or empty out_dir")
         check_identity(self.out_dir, self.identity_file, self.identity, self.what)
+
+    def _written_here(self, name: str) -> bool:
+        """One of the run's own entries, or a temporary one of its atomic writes
+        (``.results.csv.k3j9.tmp``, ``.step2.x81q.staging``), left by a driver that was killed."""
+        return name in self.written or any(name.startswith(f".{w}.") for w in self.written)
 
     def open(self, config: dict, study_storage: str | None, study_name: str | None,
              sampler: optuna.samplers.BaseSampler | None = None, out=None) -> optuna.Study:
@@ -164,7 +194,7 @@ def launch(run: RunFolder, config: dict, specs: list[TrialSpec], columns: dict[s
     """Setup and launch, for a step whose trials are all known up front (inside ``with run:``
     and the Ray session): decode the data once, open the folder, write the step's plan
     (``write_plan(out_dir, num_classes)``), and train every spec not yet recorded."""
-    images = load_dataset(data, max(col["resolution_px"] for col in columns.values()))
+    images = load_dataset(data, max(col["resolution_px"] for col in columns.values()), out)
     if images.num_classes != num_classes_of(data):
         raise ValueError(f"{data.name} has {images.num_classes} classes, expected {num_classes_of(data)}")
     study = run.open(config, study_storage, study_name, out=out)

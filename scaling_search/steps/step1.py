@@ -46,6 +46,9 @@ STUDY_ATTRS = ("role", "macs", "params", "resolution_px", "macs_ratio")
 
 SearchInterrupted = RunInterrupted  # the name Step 1's callers know
 IDENTITY_FILE = "search.json"
+# What a search writes into its folder besides what every run folder holds (pipeline.RUN_FILES).
+OUTPUTS = ("candidates.csv", "candidates.parquet", "ranking.csv", "ranking.md", "pareto.csv",
+           "coefficients.yaml", "step2")
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,15 @@ def dry_run(s: GridSettings, candidates: list[Candidate], baseline: Candidate | 
     return df
 
 
+def run_folder(s: GridSettings) -> RunFolder:
+    """The search's run folder, once it is known to be apart from the data and missing, empty or
+    this search's own; touches no file (the apps' preflight runs it for every job of a sweep)."""
+    check_apart(s.out_dir, s.data.root)
+    run = RunFolder(s.out_dir, IDENTITY_FILE, search_identity(s), "search", OUTPUTS)
+    run.check()
+    return run
+
+
 def run_search(s: GridSettings, out=sys.stdout) -> SearchOutcome | None:
     """Runs (or resumes) the search ``s`` describes and writes its tables; None for a dry run."""
     candidates, baseline, num_classes = plan(s)
@@ -119,9 +131,7 @@ def run_search(s: GridSettings, out=sys.stdout) -> SearchOutcome | None:
     if s.dry_run:
         dry_run(s, candidates, baseline, out)
         return None
-    check_apart(s.out_dir, s.data.root)
-    run = RunFolder(s.out_dir, IDENTITY_FILE, search_identity(s), "search")
-    run.check()
+    run = run_folder(s)
     config = plain(asdict(s))
     with run:  # the folder's lock, held to the last table
         with ray_session(s.runner, uses_ray(s.runner_kind, s.executor)):

@@ -35,12 +35,14 @@ from scaling_search.train.execution import RunFailed, ray_session, uses_ray
 from scaling_search.train.status import OK
 
 IDENTITY_FILE = "step2.json"
+# What a Step-2 run writes into its folder besides what every run folder holds (pipeline.RUN_FILES).
+OUTPUTS = ("members.csv", "configs", "family.csv", "family.md", "comparison.csv", "comparison.md")
 MEMBER_KEYS = ("candidate_id", "role", "phi", "depth_scale", "width_scale", "resolution_scale",
                "resolution_px", "params", "macs", "activations", "macs_ratio", "target_macs",
                "macs_mismatch")
 RESULT_COLUMNS = [*MEMBER_KEYS[:2], "trial_id", "seed", *MEMBER_KEYS[2:], "depth_mult", "width_mult",
                   "resolution_mult", "final_top1", "best_top1", "final_val_loss", "epochs", "status",
-                  "error", "train_time_s", "images_per_s", "wall_time_s"]
+                  "error", "train_time_s", "images_per_s", "wall_time_s", "node", "node_id"]
 FAMILY_FORMATS = {"phi": "{:g}", "depth_scale": "{:.3f}", "width_scale": "{:.3f}",
                   "resolution_scale": "{:.3f}", "params": "{:,}", "macs": "{:,}", "activations": "{:,}",
                   "macs_ratio": "{:.2f}", "target_macs": "{:,}", "macs_mismatch": "{:+.3f}",
@@ -86,15 +88,22 @@ def dry_run(s: ScaleSettings, members: list[Member], out=sys.stdout) -> pd.DataF
     return df
 
 
+def run_folder(s: ScaleSettings) -> RunFolder:
+    """The run's folder, once it is known to be apart from the data and missing, empty or this
+    Step-2 run's own; touches no file (the apps' preflight runs it for every job of a sweep)."""
+    check_apart(s.out_dir, s.data.root)
+    run = RunFolder(s.out_dir, IDENTITY_FILE, identity(s), "Step-2 run", OUTPUTS)
+    run.check()
+    return run
+
+
 def train_family(s: ScaleSettings, out=sys.stdout) -> Step2Outcome | None:
     """Runs (or resumes) Step 2 as ``s`` describes and writes its tables; None for a dry run."""
     members, _ = plan(s)
     if s.dry_run:
         dry_run(s, members, out)
         return None
-    check_apart(s.out_dir, s.data.root)
-    run = RunFolder(s.out_dir, IDENTITY_FILE, identity(s), "Step-2 run")
-    run.check()
+    run = run_folder(s)
     columns = {m.member_id: m.columns() for m in members}
     # The costliest first, so that the last trials to finish are short ones.
     by_cost = sorted(members, key=lambda m: (-m.cost.macs, m.member_id))
