@@ -3,11 +3,14 @@
 A ``TrialSpec`` holds only names and numbers, so it pickles to any Ray worker, and the worker
 rebuilds the network from the backbone registry (importing the user's plugin modules first).
 ``run_trial`` never lets a training error escape: the row says ``failed`` and why, and the
-search goes on. It lets ``BaseException`` through, which is how Ray stops a trial early.
+search goes on. It lets ``BaseException`` through, which is how Ray stops a trial early. The
+row names the machine that trained it (``node``: its host name; ``node_id``: its Ray node id,
+given by the Ray runner, empty in-process), so a user of a cluster sees where the work went.
 """
 
 from __future__ import annotations
 
+import socket
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -65,10 +68,14 @@ def trial_id(backbone_tag: str, candidate_id: str, seed: int) -> str:
 
 
 def run_trial(spec: TrialSpec, data: ImageData, settings: TrainSettings,
-              on_epoch: OnEpoch | None = None, state: dict | None = None) -> dict:
-    """Builds and trains the spec's network; returns the final row (never raises ``Exception``)."""
+              on_epoch: OnEpoch | None = None, state: dict | None = None, node_id: str = "") -> dict:
+    """Builds and trains the spec's network; returns the final row (never raises ``Exception``).
+
+    ``node_id``: the Ray node this runs on (the Ray runner's; empty in-process).
+    """
     start = time.perf_counter()
-    row = {"trial_id": spec.trial_id, "status": FAILED, "error": ""}
+    row = {"trial_id": spec.trial_id, "status": FAILED, "error": "", "node": socket.gethostname(),
+           "node_id": node_id}
     try:
         import_plugins(list(spec.imports))
         model = get_backbone(spec.backbone).scale(

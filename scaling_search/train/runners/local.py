@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from scaling_search.train.data import ImageData
+from scaling_search.train.data import FolderData, ImageData
 from scaling_search.train.progress import Progress
 from scaling_search.train.trainer import TrainSettings
 from scaling_search.train.trial import TrialSpec, run_trial
@@ -25,7 +25,7 @@ class LocalRunner:
     def __init__(self, num_threads: int | None = 1):
         self.num_threads = num_threads
 
-    def run(self, specs: list[TrialSpec], data: ImageData, settings: TrainSettings,
+    def run(self, specs: list[TrialSpec], data: ImageData | FolderData, settings: TrainSettings,
             on_result: OnResult, progress: Progress | None = None) -> None:
         if self.num_threads:
             settings = TrainSettings(**{**settings.__dict__, "num_threads": self.num_threads})

@@ -15,13 +15,14 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
 import torch
 
 from scaling_search.settings import AUTO_GPUS_PER_TRIAL, RaySettings
-from scaling_search.train.data import ImageData
+from scaling_search.train.data import FolderData, ImageData
 from scaling_search.train.progress import Progress
 from scaling_search.train.runners.local import OnResult
 from scaling_search.train.trainer import TrainSettings
@@ -47,9 +48,20 @@ def start_ray(settings: RaySettings) -> bool:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our own tables instead
     if ray.is_initialized():
         return False
-    ray.init(address=settings.address, num_cpus=settings.num_cpus if settings.address is None else None,
-             include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-             configure_logging=True)
+    # No address: a new local Ray ("local"), never the cluster that a `ray start` on this machine
+    # recorded in /tmp/ray (which ray.init(address=None) would join, and refuse num_cpus for).
+    try:
+        ray.init(address=settings.address or "local",
+                 num_cpus=settings.num_cpus if settings.address is None else None,
+                 include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                 configure_logging=True)
+    except ConnectionError as e:
+        # Ray says only "Failed to connect"; a token-protected cluster is the usual reason
+        # (Ray turns token auth on by itself only for address=auto).
+        raise ConnectionError(f"{e} (runner.address={settings.address}); if the cluster uses token "
+                              "authentication, set RAY_AUTH_MODE=token and give this machine its token "
+                              "(~/.ray/auth_token or RAY_AUTH_TOKEN), or use runner.address=auto on a "
+                              "node of the cluster") from None
     return True
 
 
@@ -72,10 +84,14 @@ def load_state(path: Path) -> dict:
     return torch.load(path, weights_only=True)
 
 
-def _trainable(config: dict, data: ImageData, settings: TrainSettings, checkpoint: bool) -> None:
-    from ray import tune  # lazy: importing Ray costs ~1 s, which runner=local never pays
+def _trainable(config: dict, data: ImageData | FolderData, settings: TrainSettings, checkpoint: bool) -> None:
+    import ray  # lazy: importing Ray costs ~1 s, which runner=local never pays
+    from ray import tune
 
     spec = TrialSpec.from_dict(config["trial"])
+    node_id = ray.get_runtime_context().get_node_id()
+    # In every report, so that a trial ASHA stops (whose row the driver makes) names its node too.
+    where = {"node": socket.gethostname(), "node_id": node_id}
     state = None
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
@@ -89,13 +105,13 @@ def _trainable(config: dict, data: ImageData, settings: TrainSettings, checkpoin
         state = state_fn()
         history[:] = state["history"]  # all epochs, those before a restore included
         if not checkpoint:
-            tune.report(metrics)
+            tune.report({**metrics, **where})
             return
         with tempfile.TemporaryDirectory() as d:
             torch.save(state, Path(d) / "state.pt")
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(d))
 
-    row = run_trial(spec, data, settings, on_epoch, state)
+    row = run_trial(spec, data, settings, on_epoch, state, node_id)
     # Schedulers expect their metric in every report; the row says whether the trial failed.
     tune.report({**last, "epoch": last.get("epoch", 0), "val/top1": last.get("val/top1", 0.0),
                  "row": json.dumps({**row, "history": history})})
@@ -131,7 +147,7 @@ class RayTuneRunner:
         has_gpus = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
         return AUTO_GPUS_PER_TRIAL if has_gpus else 0.0
 
-    def run(self, specs: list[TrialSpec], data: ImageData, settings: TrainSettings,
+    def run(self, specs: list[TrialSpec], data: ImageData | FolderData, settings: TrainSettings,
             on_result: OnResult, progress: Progress | None = None) -> None:
         from ray import tune  # lazy: importing Ray costs ~1 s, which runner=local never pays
 

@@ -38,10 +38,11 @@ def row_of(trial_id: str, result: dict | None, error: object = None,
     if "row" in result:
         row = json.loads(result["row"])
         return row, row.pop("history", None)
+    where = {"node": result.get("node", ""), "node_id": result.get("node_id", "")}  # of its last report
     if error is not None:
-        return {"trial_id": trial_id, "status": FAILED, "error": str(error)[-500:]}, None
+        return {"trial_id": trial_id, "status": FAILED, "error": str(error)[-500:], **where}, None
     if stopped_early:
-        return {"trial_id": trial_id, "status": STOPPED, "error": "", "final_top1": None}, None
+        return {"trial_id": trial_id, "status": STOPPED, "error": "", "final_top1": None, **where}, None
     return None, None
 
 
@@ -129,7 +130,7 @@ class Forwarder(Callback):
         if trial.error_file and os.path.exists(trial.error_file):
             lines = Path(trial.error_file).read_text().strip().splitlines()
             error = lines[-1] if lines else error
-        r.ended(_id(trial), None, error)
+        r.ended(_id(trial), trial.last_result, error)
 
 
 class NotingASHA(ASHAScheduler):
