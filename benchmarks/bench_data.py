@@ -4,8 +4,8 @@ The script makes its own folder of natural-image-sized JPEGs (default 320x256, 2
 smooth waves plus noise, quality 85) and measures, side by side in one run:
 
 1. **Loader images/s** over one whole pass of the training images, at ``--px`` with
-   random-resized-crop + flip, ``--workers`` DataLoader workers, batches of 64, each batch
-   normalised to float32 in the consuming process (what a trial's training loop receives):
+   random-resized-crop + flip, ``--workers`` DataLoader workers, batches of 64 normalised to
+   float32 by the workers (what a CPU trial's training loop receives):
    - torchvision: ``ImageFolder`` (decodes every JPEG every pass) + ``DataLoader``;
    - scaling_search, first pass: a fresh cache (decode once, with ``--workers`` threads) plus
      one pass read from it (``data.mode=stream``);
@@ -68,23 +68,18 @@ def make_folder(root: Path, count: int, classes: int, size: tuple[int, int]) -> 
     return root
 
 
-def _normalise(x: torch.Tensor, mean: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
-    return (x.float() - mean) * inv
-
-
 def torchvision_pass(root: Path, px: int, workers: int) -> tuple[float, int]:
     """One pass of ImageFolder + DataLoader (random-resized-crop, flip, uint8, then normalised)."""
     from torchvision import datasets
     from torchvision.transforms import v2
 
-    tf = v2.Compose([v2.PILToTensor(), v2.RandomResizedCrop(px, antialias=True), v2.RandomHorizontalFlip()])
+    tf = v2.Compose([v2.PILToTensor(), v2.RandomResizedCrop(px, antialias=True), v2.RandomHorizontalFlip(),
+                     v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.47] * 3, [0.24] * 3)])
     ds = datasets.ImageFolder(str(root), transform=tf)
     loader = torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, drop_last=True,
                                          num_workers=workers, prefetch_factor=4 if workers else None)
-    mean, inv = torch.full((1, 3, 1, 1), 120.0), torch.full((1, 3, 1, 1), 1 / 60)
     t0, n = time.perf_counter(), 0
     for x, _ in loader:
-        _normalise(x, mean, inv)
         n += len(x)
     return time.perf_counter() - t0, n
 

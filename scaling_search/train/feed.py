@@ -8,9 +8,13 @@ dataset-sized float copy on the GPU:
   (small by the memory budget; the fastest loop there is). On a GPU it is kept as uint8 in
   pinned host memory; each batch is copied without blocking and converted on the GPU.
 - ``LoaderFeed`` (image folders with ``crop``, or streamed): a DataLoader whose workers read
-  uint8 images (from memory, or by offset from the cache file) and apply torchvision's
+  uint8 images by offset from the cache file and apply torchvision's
   transforms to uint8: random-resized-crop and flip in training, resize to resolution / 0.875
-  and centre crop in validation. Batches are pinned for a GPU and normalised on the device.
+  and centre crop in validation. For a GPU, uint8 batches are pinned and normalised on the
+  GPU; for a CPU trial, the workers normalise them (the CPU is the trial's device), so the
+  conversion runs beside the training steps instead of between them. "Held in memory" here
+  means the OS page cache, read ahead once: one copy per node that every trial and worker
+  shares, which measured faster than a copy in each trial (forked workers fault its pages in).
 
 Both are deterministic for a seed: the shuffle, the flips and the crops are drawn from the
 trainer's generator (a DataLoader's workers are seeded from it, per epoch), so a run resumed
@@ -31,24 +35,36 @@ from scaling_search.train.image_folder import CachedFolder
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
 
 
-def _normaliser(mean, std, device: torch.device):
-    """uint8 (0-255) batch -> float32 normalised, on ``device``."""
+def _normaliser(mean, std, device: torch.device, memory_format: torch.memory_format):
+    """uint8 (0-255) batch -> float32 normalised, on ``device``, in ``memory_format``."""
     m = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255
     inv = 1 / (torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255)
 
     def convert(x: torch.Tensor) -> torch.Tensor:
-        x = x.to(device, non_blocking=True)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        return (x.float() - m) * inv
+        x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        return x.float().sub_(m).mul_(inv)  # one float copy, in its layout
     return convert
+
+
+class _NormalisingCollate:
+    """A CPU trial's batches, stacked and normalised in the DataLoader workers (picklable), so
+    the conversion runs beside training, not in its process."""
+
+    def __init__(self, mean, std, memory_format: torch.memory_format):
+        self.mean, self.std, self.memory_format = mean, std, memory_format
+
+    def __call__(self, samples):
+        x = torch.stack([s[0] for s in samples]).contiguous(memory_format=self.memory_format)
+        m = torch.as_tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1) * 255
+        inv = 1 / (torch.as_tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1) * 255)
+        return x.float().sub_(m).mul_(inv), torch.stack([s[1] for s in samples])
 
 
 class TensorFeed:
     """The whole set resized once to the trial's resolution (today's in-memory path)."""
 
     def __init__(self, data: ImageData, resolution_px: int, batch: int, eval_batch: int,
-                 device: torch.device):
+                 device: torch.device, memory_format: torch.memory_format = torch.contiguous_format):
         self.flip, self.device, self.eval_batch = data.flip, device, eval_batch
         self.train_y, self.val_y = data.train_labels, data.val_labels
         self.batch = min(batch, len(self.train_y))
@@ -58,9 +74,10 @@ class TensorFeed:
             mean, std = data.mean_std()
             self.train_x, self.val_x = (_resize_u8(x, resolution_px).pin_memory()
                                         for x in (data.train_images, data.val_images))
-            self.convert = _normaliser(mean, std, device)
-        else:
-            self.train_x, self.val_x = data.at_resolution(resolution_px)
+            self.convert = _normaliser(mean, std, device, memory_format)
+        else:  # indexing a channels-last tensor gives channels-last batches: no per-batch copy
+            self.train_x, self.val_x = (x.contiguous(memory_format=memory_format)
+                                        for x in data.at_resolution(resolution_px))
             self.convert = lambda x: x
 
     def train_batches(self, gen: torch.Generator) -> Batches:
@@ -93,7 +110,7 @@ def _resize_u8(images: torch.Tensor, px: int, chunk: int = 2048) -> torch.Tensor
 
 class CacheRows(torch.utils.data.Dataset):
     """Rows of an image cache, as (transformed uint8 image, label); reads by offset (``pread``)
-    unless ``images`` holds the whole cache in memory."""
+    unless ``images`` holds the rows in memory."""
 
     def __init__(self, cache: CachedFolder, rows: tuple[int, ...], labels: tuple[int, ...], transform,
                  images: torch.Tensor | None = None):
@@ -135,27 +152,39 @@ def transforms_for(kind: str, resolution_px: int, flip: bool, train: bool):
     return v2.Compose(steps)
 
 
+def _read_ahead(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    finally:
+        os.close(fd)
+
+
 class LoaderFeed:
     """DataLoader workers over an image cache, in memory or read from disk per image."""
 
     def __init__(self, data: FolderData, resolution_px: int, batch: int, eval_batch: int,
-                 device: torch.device):
+                 device: torch.device, memory_format: torch.memory_format = torch.contiguous_format):
         c = data.cache
-        images = c.read_all() if data.in_memory else None
+        if data.in_memory:  # read ahead into the page cache: one copy per node, not per trial or worker
+            _read_ahead(c.path)
         self.train_set = CacheRows(c, c.train_rows, c.train_labels,
-                                   transforms_for(data.transforms, resolution_px, data.flip, True), images)
+                                   transforms_for(data.transforms, resolution_px, data.flip, True))
         self.val_set = CacheRows(c, c.val_rows, c.val_labels,
-                                 transforms_for(data.transforms, resolution_px, data.flip, False), images)
+                                 transforms_for(data.transforms, resolution_px, data.flip, False))
         self.batch, self.eval_batch = min(batch, len(self.train_set)), eval_batch
         self.steps_per_epoch = len(self.train_set) // self.batch
         self.num_val = len(self.val_set)
         self.workers, self.device = data.workers, device
-        self.convert = _normaliser(c.mean, c.std, device)
+        if device.type == "cuda":  # uint8 batches, pinned, converted on the GPU
+            self.collate, self.convert = None, _normaliser(c.mean, c.std, device, memory_format)
+        else:
+            self.collate, self.convert = _NormalisingCollate(c.mean, c.std, memory_format), (lambda x: x)
 
     def _loader(self, dataset, batch: int, gen: torch.Generator | None, train: bool):
         return torch.utils.data.DataLoader(
             dataset, batch_size=batch, shuffle=train, drop_last=train, generator=gen,
-            num_workers=self.workers, pin_memory=self.device.type == "cuda",
+            num_workers=self.workers, pin_memory=self.device.type == "cuda", collate_fn=self.collate,
             prefetch_factor=4 if self.workers else None)
 
     def train_batches(self, gen: torch.Generator) -> Batches:
@@ -170,11 +199,14 @@ class LoaderFeed:
 
 
 def make_feed(data: ImageData | FolderData, resolution_px: int, batch: int, eval_batch: int,
-              device: torch.device) -> TensorFeed | LoaderFeed:
-    """The feed for ``data``: an image folder with ``resize`` held in memory takes the tensor path."""
+              device: torch.device, memory_format: torch.memory_format = torch.contiguous_format
+              ) -> TensorFeed | LoaderFeed:
+    """The feed for ``data``, its batches in ``memory_format``: an image folder with ``resize``
+    held in memory takes the tensor path."""
     if isinstance(data, FolderData):
         data = data.on_this_node()
         if data.in_memory and data.transforms == "resize":
-            return TensorFeed(data.to_image_data(), resolution_px, batch, eval_batch, device)
-        return LoaderFeed(data, resolution_px, batch, eval_batch, device)
-    return TensorFeed(data, resolution_px, batch, eval_batch, device)
+            data = data.to_image_data()
+        else:
+            return LoaderFeed(data, resolution_px, batch, eval_batch, device, memory_format)
+    return TensorFeed(data, resolution_px, batch, eval_batch, device, memory_format)
