@@ -10,6 +10,7 @@ given) twice into fresh folders under ``results/bench_search/``: once as configu
 
     python benchmarks/bench_search.py                       # the default demo, 2 workers
     python benchmarks/bench_search.py trainer.epochs=4      # any grid override
+    python benchmarks/bench_search.py --layouts             # channels-last against NCHW (the old trainer)
 """
 
 from __future__ import annotations
@@ -53,8 +54,20 @@ def run(name: str, overrides: list[str]) -> dict:
             "winner_top1": outcome.winner["top1_mean"]}
 
 
+def layouts(overrides: list[str]) -> None:
+    """The default search with the trainer's NCHW layout (what it did before) and as configured
+    (channels-last), one after the other on one machine."""
+    rows = [run("nchw", [*overrides, "trainer.channels_last=false"]), run("channels_last", overrides)]
+    print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f"))
+    before, after = rows
+    print(f"\nwall time {after['wall_s']:.0f} s vs {before['wall_s']:.0f} s: "
+          f"{1 - after['wall_s'] / before['wall_s']:.0%} shorter ({before['wall_s'] / after['wall_s']:.2f}x)")
+
+
 def main() -> None:
     overrides = sys.argv[1:]
+    if "--layouts" in overrides:
+        return layouts([o for o in overrides if o != "--layouts"])
     rows = [run("full", overrides), run("asha", [*overrides, "runner.asha=true"])]
     df = pd.DataFrame(rows)
     print(df.to_markdown(index=False, floatfmt=".3f"))

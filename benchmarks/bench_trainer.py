@@ -1,11 +1,20 @@
-"""Trainer throughput against a minimal hand-written PyTorch loop, and a trial's peak memory.
+"""Trainer throughput against a minimal eager PyTorch loop over the search's real shapes, and a
+trial's peak memory.
 
-Both loops train the same network (the default demo's proxy: EfficientNet-B0 at half depth and
-half width, here at 38 px, the paper's gamma on 32 px) on the same pre-resized digits tensors
-with the same optimiser, batch size and thread count; only the training steps are timed (the
-trainer's ``images_per_s`` excludes its validation pass). Goal: the trainer reaches >= 0.95 of
-the hand loop. Peak memory is the max resident set of a fresh process that runs one whole trial
-(data loading, model, training, validation), on CPU; on a GPU the CUDA peak is reported too.
+A matrix of cells: EfficientNet-B0 (the default demo's proxy, half depth and width on 32 px) at
+the paper's candidate and at a depth-heavy (alpha=2), width-heavy (beta=1.4) and
+resolution-heavy (gamma=1.4) one; ResNet-50 at quarter width and MobileNet-V2 at half width at
+the paper's candidate; each with 1 and 2 threads. In each cell, measured interleaved (best of
+``--repeats`` each, so the machine's noise hits all alike) on the same pre-resized digits
+tensors, optimiser, batch size and thread count, training steps only:
+
+- the hand loop: the plainest eager loop (NCHW: shuffle, index, forward, loss, backward, step);
+- the trainer as configured by default (channels-last);
+- the trainer with ``channels_last=false`` (what it did before).
+
+Goals: the trainer >= 1.5x the hand loop (median of the EfficientNet cells), >= 1.0x on every
+cell. ``--compile`` adds a cell of the trainer with ``compile=true`` and prints its warm-up.
+Peak memory is the max resident set of a fresh process that runs one whole trial.
 
     python benchmarks/bench_trainer.py                 # markdown table
     python benchmarks/bench_trainer.py --epochs 3 --threads 1 2
@@ -16,9 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -28,19 +39,30 @@ from scaling_search.train.data import DataSettings, load_dataset
 from scaling_search.models.scaling import Multipliers
 from scaling_search.train.trainer import TrainSettings, pick_device, train
 
-MULTIPLIERS = Multipliers(0.5 * 1.2, 0.5 * 1.1, 1.15)
+MULTIPLIERS = Multipliers(0.5 * 1.2, 0.5 * 1.1, 1.15)  # the demo's proxy at the paper's candidate
 BASE_PX = 32
+# (name, backbone, base depth, base width, (alpha, beta, gamma))
+CELLS = [
+    ("B0 proxy, paper (1.2, 1.1, 1.15)", "efficientnet_b0", 0.5, 0.5, (1.2, 1.1, 1.15)),
+    ("B0 proxy, depth-heavy (2, 1, 1)", "efficientnet_b0", 0.5, 0.5, (2.0, 1.0, 1.0)),
+    ("B0 proxy, width-heavy (1, 1.4, 1)", "efficientnet_b0", 0.5, 0.5, (1.0, 1.4, 1.0)),
+    ("B0 proxy, resolution-heavy (1, 1, 1.4)", "efficientnet_b0", 0.5, 0.5, (1.0, 1.0, 1.4)),
+    ("ResNet-50 x0.25 width, paper", "resnet50", 1.0, 0.25, (1.2, 1.1, 1.15)),
+    ("MobileNet-V2 x0.5 width, paper", "mobilenet_v2", 1.0, 0.5, (1.2, 1.1, 1.15)),
+]
+CELL = CELLS[0]
 
 
-def _model(device):
+def _model(device, cell=CELL):
+    _, backbone, d, w, (a, b, g) = cell
     torch.manual_seed(0)
-    m = get_backbone("efficientnet_b0").scale(MULTIPLIERS, resolution_px=BASE_PX)
+    m = get_backbone(backbone).scale(Multipliers(d * a, w * b, g), resolution_px=BASE_PX)
     return m.build(10).to(device), m.resolution_px
 
 
-def hand_loop(data, px: int, settings: TrainSettings, device) -> float:
+def hand_loop(data, px: int, settings: TrainSettings, device, cell=CELL) -> float:
     """The smallest correct loop: shuffle, index, forward, loss, backward, step. Images/s."""
-    model, _ = _model(device)
+    model, _ = _model(device, cell)
     x, _ = data.at_resolution(px)
     x, y = x.to(device), data.train_labels.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
@@ -65,8 +87,8 @@ def hand_loop(data, px: int, settings: TrainSettings, device) -> float:
     return steps * settings.batch_size * settings.epochs / seconds
 
 
-def trainer_loop(data, px: int, settings: TrainSettings, device) -> float:
-    model, _ = _model(device)
+def trainer_loop(data, px: int, settings: TrainSettings, device, cell=CELL) -> float:
+    model, _ = _model(device, cell)
     return train(model, data, px, settings, seed=0).images_per_s
 
 
@@ -100,6 +122,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--memory-only", action="store_true")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="also time compile=true (minutes of warm-up)")
+    parser.add_argument("--compile-only", action="store_true", help="only the compile=true cell")
     args = parser.parse_args()
 
     if args.memory_only:
@@ -108,22 +133,50 @@ def main() -> None:
         return
     device = pick_device(args.device)
     data = load_dataset(DataSettings("digits"))
-    _, px = _model("meta")
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, device {device}, "
-          f"EfficientNet-B0 proxy at {px} px, digits ({len(data.train_labels)} training images), "
-          f"{args.epochs} epochs, batch {args.batch_size}\n")
-    print("| threads | hand loop (img/s) | trainer (img/s) | trainer / hand loop |")
-    print("|---|---|---|---|")
-    for threads in args.threads:
-        torch.set_num_threads(threads)
-        s = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, num_threads=threads,
+          f"digits ({len(data.train_labels)} training images), {args.epochs} epochs, batch {args.batch_size}, "
+          f"best of {args.repeats} interleaved\n")
+    print("| network | px | threads | hand loop (img/s) | trainer (img/s) | trainer, NCHW (img/s) | "
+          "trainer / hand | NCHW / hand |")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|")
+    ratios = {}
+    for cell in ([] if args.compile_only else CELLS):
+        _, px = _model("meta", cell)
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            s = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, num_threads=threads,
+                              warmup_epochs=0, device=device.type)
+            nchw = replace(s, channels_last=False)
+            hand_loop(data, px, TrainSettings(epochs=1, batch_size=args.batch_size), device, cell)  # warm-up
+            hand, ours, plain = [], [], []
+            for _ in range(args.repeats):
+                hand.append(hand_loop(data, px, s, device, cell))
+                ours.append(trainer_loop(data, px, s, device, cell))
+                plain.append(trainer_loop(data, px, nchw, device, cell))
+            ratios[(cell[0], threads)] = max(ours) / max(hand)
+            print(f"| {cell[0]} | {px} | {threads} | {max(hand):,.0f} | {max(ours):,.0f} | {max(plain):,.0f} | "
+                  f"{max(ours) / max(hand):.2f}x | {max(plain) / max(hand):.2f}x |", flush=True)
+    eff = sorted(r for (name, _), r in ratios.items() if name.startswith("B0"))
+    if ratios:
+        print(f"\nTrainer / hand loop: median over the EfficientNet cells {statistics.median(eff):.2f}x, "
+              f"lowest cell {min(ratios.values()):.2f}x")
+    if args.compile or args.compile_only:
+        cell = CELLS[0]
+        _, px = _model("meta", cell)
+        torch.set_num_threads(max(args.threads))
+        s = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, num_threads=max(args.threads),
                           warmup_epochs=0, device=device.type)
-        hand_loop(data, px, TrainSettings(epochs=1, batch_size=args.batch_size), device)  # warm-up
-        hand, ours = [], []
-        for _ in range(2):  # interleave, best of two each: the machine's noise hits both alike
-            hand.append(hand_loop(data, px, s, device))
-            ours.append(trainer_loop(data, px, s, device))
-        print(f"| {threads} | {max(hand):,.0f} | {max(ours):,.0f} | {max(ours) / max(hand):.3f} |")
+        model, _ = _model(device, cell)
+        t0 = time.perf_counter()
+        compiled = train(model, data, px, replace(s, compile=True), seed=0)
+        total = time.perf_counter() - t0
+        per_epoch = [h["time_s"] for h in compiled.history]
+        eager = trainer_loop(data, px, s, device, cell)
+        print(f"\ncompile=true on {cell[0]}, {max(args.threads)} threads: the run took {total:.0f} s "
+              f"(epoch times {', '.join(f'{t:.1f}' for t in per_epoch)} s); steady img/s after warm-up "
+              f"{len(data.train_labels) / per_epoch[-1]:,.0f} (incl. validation) vs eager trainer {eager:,.0f}")
+    if args.compile_only:
+        return
     mem = peak_memory(args.epochs)
     cuda = f", CUDA peak {mem['cuda_mib']:.0f} MiB" if mem["cuda_mib"] is not None else ""
     print(f"\nPeak memory of one trial (fresh process, {args.epochs} epochs): "

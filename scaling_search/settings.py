@@ -35,7 +35,8 @@ from omegaconf import MISSING, OmegaConf
 
 from scaling_search.models.backbones import get_backbone, import_plugins
 from scaling_search.models.scaling import Coefficients, Rounding
-from scaling_search.plan.family import DIMENSIONS
+from scaling_search.plan.family import DIMENSIONS, rules_of
+from scaling_search.plan.rules import COMPOUND, Regularisation, ScalingRule, parse_rule
 from scaling_search.plan.space import SearchSpace
 
 AUTO_GPUS_PER_TRIAL = 0.25  # four small proxies share a GPU unless the config says otherwise
@@ -185,6 +186,10 @@ class TrainSettings:
     device: str = "auto"  # one of DEVICES
     amp: bool = True  # mixed precision, on CUDA only
     num_threads: int | None = None  # CPU threads of this process; None leaves torch's default
+    # Channels-last (NHWC) model and batches, on CPU and GPU: oneDNN's and cuDNN's fast
+    # convolutions want it (measured 1.4-2.1x on CPU, benchmarks/bench_trainer.py).
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the model: pays only for long trials (docs/benchmarks.md)
     # Each residual block starts as the identity (network.py): deep stacks train at SGD's usual
     # rates; an adaptive optimizer at a small lr grows the zeroed scales slowly at first.
     zero_init_residual: bool = True
@@ -369,6 +374,15 @@ class ConstraintConfig:
 
 
 @dataclass
+class RegularisationConfig:
+    """``plan.rules.Regularisation``: dropout and drop-path growing with a member's cost."""
+
+    dropout: list[float] | None = field(default_factory=lambda: [0.2, 0.5])
+    drop_path: list[float] | None = None
+    end_macs_ratio: float | None = None
+
+
+@dataclass
 class ScaleConfig(AppConfig):
     """The schema of ``conf/scale.yaml``."""
 
@@ -381,7 +395,9 @@ class ScaleConfig(AppConfig):
     num_classes: int = 1000
     compare_published: bool = True
     train: bool = False
-    baselines: list[str] = field(default_factory=lambda: list(DIMENSIONS))
+    rule: str = COMPOUND  # the rule of the emitted family (emission only; see plan.rules)
+    baselines: list[Any] = field(default_factory=lambda: list(DIMENSIONS))  # rules: names or weights
+    regularisation: RegularisationConfig = field(default_factory=RegularisationConfig)
     seeds_per_member: int = 1
 
 
@@ -534,7 +550,9 @@ class ScaleSettings:
 
     The family scales a base network (the backbone at ``base_depth_mult``, ``base_width_mult``
     and ``resolution_px``) by α^φ, β^φ, γ^φ. With ``train`` it is trained on ``data`` beside
-    the single-dimension ``baselines`` matched to its measured MACs at each φ ≠ 0.
+    the scaling rules ``baselines`` (``plan.rules``), each matched to its measured MACs at each
+    φ ≠ 0. Without it, ``rule`` says which family is emitted: the compound one, or another rule's
+    matched to the compound members' MACs. ``regularisation`` sets each member's dropout.
     """
 
     backbone: str
@@ -551,7 +569,9 @@ class ScaleSettings:
     base_width_mult: float = 1.0
     train: bool = False
     backbone_tag: str | None = None
-    baselines: tuple[str, ...] = ("depth", "width", "resolution")
+    baselines: tuple[ScalingRule, ...] = ()
+    rule: ScalingRule | None = None  # None: the compound family
+    regularisation: Regularisation = Regularisation()
     data: DataSettings | None = None
     trainer: TrainSettings | None = None
     runner_kind: str = "ray"
@@ -590,25 +610,52 @@ class ScaleSettings:
         alpha, beta, gamma = coefficients.depth_coef, coefficients.width_coef, coefficients.resolution_coef
         check_growth("phis", c.phis, dict(zip(DIMENSIONS, zip(bases, (alpha, beta, gamma)))),
                      "keep phis <= {max_phi:.3g} with these coefficients")
+        regularisation = _build(Regularisation, c.regularisation, "regularisation")
+        rule = None
+        try:
+            if c.rule != COMPOUND:
+                rule = parse_rule(c.rule, coefficients)
+        except ValueError as e:
+            raise ValueError(f"rule: {e}") from None
+        if rule is not None:
+            if trains:
+                raise ValueError(f"rule={c.rule} names the emitted family; with train=true the compound family "
+                                 f"is trained: add {c.rule} to baselines instead and leave rule=compound")
+            _check_rule_growth(c.phis, coefficients.product, bases, [rule])
         training = {}
         if trains:
-            if any(b not in DIMENSIONS for b in c.baselines):
-                raise ValueError(f"baselines must be a list drawn from {list(DIMENSIONS)}, got {c.baselines!r}")
-            # A baseline grown along one dimension matches the MACs of the compound member: its
-            # depth by (alpha*beta^2*gamma^2)^phi, its width or resolution by the square root of that.
-            single = (coefficients.product, math.sqrt(coefficients.product), math.sqrt(coefficients.product))
-            check_growth("phis", c.phis, {f"{d} of the {d}-only baseline": (b, g)
-                                          for d, b, g in zip(DIMENSIONS, bases, single) if d in c.baselines},
-                         "keep phis <= {max_phi:.3g} with these coefficients, or leave that baseline out")
+            try:
+                baselines = rules_of(c.baselines, coefficients)
+            except ValueError as e:
+                raise ValueError(f"baselines must be a list drawn from the scaling rules: {e}") from None
+            _check_rule_growth(c.phis, coefficients.product, bases, baselines)
             _choice("runner.kind", c.runner.kind, ("ray", "local"),
                     " for Step 2 (it trains a fixed family; optuna_tpe samples Step-1 coefficients)")
             training = dict(_training(c, c.seeds_per_member, "seeds_per_member"),
-                            baselines=tuple(b for b in DIMENSIONS if b in c.baselines),
-                            seeds_per_member=c.seeds_per_member)
+                            baselines=tuple(baselines), seeds_per_member=c.seeds_per_member)
         return cls(**shared, coefficients=coefficients, phis=tuple(c.phis), resolution_px=c.resolution_px,
                    num_classes=c.num_classes, compare_published=c.compare_published,
                    coefficients_source=source, base_depth_mult=c.base.depth_mult,
-                   base_width_mult=c.base.width_mult, train=c.train, backbone_tag=c.backbone.tag, **training)
+                   base_width_mult=c.base.width_mult, train=c.train, backbone_tag=c.backbone.tag,
+                   rule=rule, regularisation=regularisation, **training)
+
+
+def _check_rule_growth(phis: Sequence[float], product: float, bases: tuple[float, float, float],
+                       rules: Sequence[ScalingRule]) -> None:
+    """A rule matched to the compound member's MACs grows each dimension by its share of
+    (alpha*beta^2*gamma^2)^phi: depth by product^e_d, width and resolution by product^(e/2) per
+    unit of phi; under a resolution cap, depth and width take the resolution's share too."""
+    growth = {}
+    for rule in rules:
+        d, w, r = rule.shares
+        if rule.max_resolution_px is not None:  # at worst the cap takes all of r's share
+            d, w, r = d / (d + w), w / (d + w), 0.0
+        label = (lambda dim: f"{dim} of the {dim}-only baseline") if rule.name in DIMENSIONS \
+            else (lambda dim, name=rule.name: f"{dim} of the {name} baseline")
+        growth.update({label(dim): (b, product ** (e if dim == "depth" else e / 2))
+                       for dim, b, e in zip(DIMENSIONS, bases, (d, w, r)) if e > 0})
+    check_growth("phis", phis, growth, "keep phis <= {max_phi:.3g} with these coefficients, "
+                 "or leave that baseline out")
 
 
 def _check_space_growth(space: SearchSpace, proxy: ProxyConfig, emit_phis: Sequence[float],

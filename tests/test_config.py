@@ -148,7 +148,8 @@ def test_every_built_in_backbone_has_a_config_group_file():
 
 
 GRID_BOOLEANS = {"dry_run", "report", "include_baseline", "data.download", "data.verify", "data.flip",
-                 "trainer.amp", "trainer.zero_init_residual", "runner.asha", "runner.checkpoint"}
+                 "trainer.amp", "trainer.zero_init_residual", "trainer.channels_last", "trainer.compile",
+                 "runner.asha", "runner.checkpoint"}
 
 
 def test_the_preflight_knows_every_boolean_of_each_schema():

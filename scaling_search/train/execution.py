@@ -99,7 +99,11 @@ def run_specs(out_dir: Path, specs: list[TrialSpec], columns: dict[str, dict], d
     """
     store = TrialStore(out_dir)
     done = store.finished_ids()
-    pending = [sp for sp in specs if sp.trial_id not in done]
+    # Longest first (by activations, which ranked the default search's trial times best of the
+    # cost columns, Spearman 0.82): the last trial to start is then a short one, and fewer
+    # workers wait idle for a long one at the end. Each trial seeds itself: order changes nothing else.
+    pending = sorted((sp for sp in specs if sp.trial_id not in done),
+                     key=lambda sp: -columns.get(sp.candidate_id, {}).get("activations", 0))
     known = recorded_ids(study)
 
     def record(spec: TrialSpec, row: dict, history: list[dict]) -> None:

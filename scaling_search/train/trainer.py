@@ -1,7 +1,8 @@
 """Train one network on one dataset at one resolution; knows nothing of Ray or Optuna.
 
 A plain loop over the batches of a feed (``feed.py``: tensors in memory, or DataLoader workers
-reading an image folder's cache), converted and normalised on the device: SGD, AdamW or
+reading an image folder's cache), converted and normalised on the device, with the model and
+batches channels-last (oneDNN's and cuDNN's fast layout) and optionally compiled: SGD, AdamW or
 RMSProp, a cosine or constant learning rate with linear warm-up, label smoothing, random flips
 when the data allows them. CUDA with mixed precision (bfloat16 where supported, else float16 with
 a gradient scaler) when a GPU is there; CPU otherwise, deterministic for a fixed seed and thread
@@ -92,7 +93,8 @@ def _lr_factor(s: TrainSettings, steps_per_epoch: int) -> Callable[[int], float]
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Batches, count: int, autocast) -> tuple[float, float]:
-    """Validation (top-1 accuracy, mean cross-entropy) over ``count`` images in ``batches``."""
+    """Validation (top-1 accuracy, mean cross-entropy) over ``count`` images in ``batches``, in
+    the training's precision policy (``autocast``)."""
     model.eval()
     correct, loss_sum = 0, 0.0
     for x, y in batches:
@@ -122,9 +124,12 @@ def train(model: nn.Module, data: ImageData | FolderData, resolution_px: int, se
     def autocast():
         return torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp)
 
-    feed = make_feed(data, resolution_px, settings.batch_size, settings.eval_batch_size, device)
+    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+    feed = make_feed(data, resolution_px, settings.batch_size, settings.eval_batch_size, device, memory_format)
+    model = model.to(device, memory_format=memory_format)
     if device.type == "cuda":
-        model = model.to(device, memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True  # fixed shapes (the last partial batch is dropped)
+    forward = torch.compile(model) if settings.compile else model  # state_dict stays the model's
     batch, steps_per_epoch = feed.batch, feed.steps_per_epoch
     optimizer = _optimizer(model, settings)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(settings, steps_per_epoch))
@@ -150,7 +155,7 @@ def train(model: nn.Module, data: ImageData | FolderData, resolution_px: int, se
         loss_sum = torch.zeros((), device=device)
         for x, y in feed.train_batches(gen):
             with autocast():
-                loss = criterion(model(x), y)
+                loss = criterion(forward(x), y)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -165,7 +170,7 @@ def train(model: nn.Module, data: ImageData | FolderData, resolution_px: int, se
         train_loss = loss_sum.item() / steps_per_epoch
         if not math.isfinite(train_loss):
             raise Diverged(epoch + 1, "the training loss", train_loss)
-        top1, val_loss = evaluate(model, feed.val_batches(), feed.num_val, autocast)
+        top1, val_loss = evaluate(forward, feed.val_batches(), feed.num_val, autocast)
         if not math.isfinite(val_loss):
             raise Diverged(epoch + 1, "the validation loss", val_loss)
         metrics = {"epoch": epoch + 1, "train/loss": train_loss,
