@@ -44,6 +44,7 @@ BUILT_IN = ("digits", "synthetic")  # data that needs no download and no root
 KNOWN = (*BUILT_IN, "cifar10", "cifar100", "imagefolder")
 TRANSFORMS = ("resize", "crop")  # the whole image resized, or the field's crops (data.py)
 DATA_MODES = ("auto", "memory", "stream")
+FREEZE_RULES = ("best", "cheapest_tied")
 OPTIMIZERS = ("sgd", "adamw", "rmsprop")
 LR_SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
@@ -364,6 +365,7 @@ class GridConfig(AppConfig):
     space: SpaceConfig = field(default_factory=SpaceConfig)
     seeds_per_candidate: int = 1
     include_baseline: bool = True
+    freeze: str = "best"  # one of FREEZE_RULES
     emit: EmitConfig = field(default_factory=EmitConfig)
 
 
@@ -702,6 +704,7 @@ class GridSettings:
     emit_num_classes: int
     imports: tuple[str, ...] = ()
     report: bool = True
+    freeze: str = "best"  # which candidate is frozen: FREEZE_RULES
 
     @property
     def seeds(self) -> list[int]:
@@ -719,6 +722,8 @@ class GridSettings:
         _choice("runner.executor", c.runner.executor, EXECUTORS)
         _positive_int("runner.n_trials", c.runner.n_trials)
         _positive_int("emit.num_classes", c.emit.num_classes)
+        _choice("freeze", c.freeze, FREEZE_RULES,
+                " (the best mean top-1, or the fewest MACs among those tied with it)")
         space = SearchSpace.from_values(**vars(c.space))
         _check_space_growth(space, c.proxy, c.emit.phis, c.runner.kind)
         return cls(**shared, **_training(c, c.seeds_per_candidate, "seeds_per_candidate"),
@@ -727,4 +732,5 @@ class GridSettings:
                    proxy_resolution_px=c.proxy.resolution_px, space=space,
                    tpe_trials=c.runner.n_trials, executor=c.runner.executor,
                    seeds_per_candidate=c.seeds_per_candidate, include_baseline=c.include_baseline,
+                   freeze=c.freeze,
                    emit_phis=tuple(c.emit.phis), emit_num_classes=c.emit.num_classes)

@@ -97,6 +97,10 @@ ROWS = [
     (GRID, ["seed=4294967295", "seeds_per_candidate=2"], "goes past 4,294,967,295, the largest 32-bit seed"),
     (GRID, ["seed=abc"], "seed: Value 'abc' of type 'str' could not be converted to Integer"),
     (GRID, ["seeds_per_candidate=0"], "seeds_per_candidate must be a positive integer"),
+    (GRID, ["freeze=luckiest"], "freeze must be best or cheapest_tied (the best mean top-1, or the fewest MACs among those tied with it), got 'luckiest'"),
+    (GRID, ["data.mode=disk"], "data.mode must be auto, memory or stream, got 'disk'"),
+    (GRID, ["data.transforms=crop"], "data.transforms=crop needs data=imagefolder"),
+    (GRID, ["data=imagefolder", "data.root=/nonexistent/imgs"], "is not a folder"),
     (GRID, ["seeds_per_candidate=1000000"], "seeds_per_candidate must be at most 1,000, got 1000000"),
     # --- grid: booleans are booleans (OmegaConf alone reads any integer as one)
     (GRID, ["dry_run=maybe"], "dry_run must be true or false, got 'maybe'"),

@@ -97,3 +97,52 @@ def test_store_roundtrip_and_finished_ids(tmp_path):
     assert df.set_index("trial_id").loc["t2", "error"] == "boom"
     assert df.set_index("trial_id").loc["t1", "macs"] == 10
     assert not list(tmp_path.glob("trials/.*.tmp"))
+
+
+def test_mcnemar_exact_and_the_paired_interval_match_hand_computed_values():
+    """Discordant pairs 8 (a right only) and 2 (b right only) of 100 images. McNemar's exact
+    test: two-sided binomial, 2 * P(X <= 2 | n=10, 1/2) = 2 * (1 + 10 + 45) / 1024 = 0.109375.
+    Wald interval for paired proportions (Agresti 10.1.1): d = 6/100, var = (10 - 36/100)/100^2,
+    so 0.06 +- 1.959964 * 0.0310483 = (-0.0008534, 0.1208534)."""
+    from scaling_search.analysis.results import paired_over_images
+
+    a = np.array([True] * 8 + [False] * 2 + [True] * 60 + [False] * 30)
+    b = np.array([False] * 8 + [True] * 2 + [True] * 60 + [False] * 30)
+    diff, lo, hi, p = paired_over_images(a, b)
+    assert diff == pytest.approx(0.06)
+    assert (lo, hi) == (pytest.approx(-0.0008534, abs=1e-6), pytest.approx(0.1208534, abs=1e-6))
+    assert p == pytest.approx(0.109375)
+
+
+def test_the_paired_seed_interval_uses_students_t():
+    """Differences 0.01, 0.02, 0.03: mean 0.02, sd 0.01, t(0.975, 2) = 4.302653 (t table), so the
+    half-width is 4.302653 * 0.01 / sqrt(3) = 0.0248414."""
+    from scaling_search.analysis.results import paired_over_seeds
+
+    mean, lo, hi = paired_over_seeds(np.array([0.01, 0.02, 0.03]))
+    assert mean == pytest.approx(0.02)
+    assert (hi - mean) == pytest.approx(0.0248414, abs=1e-6) and (mean - lo) == pytest.approx(0.0248414, abs=1e-6)
+
+
+def test_the_tied_set_is_paired_over_seeds_or_over_images():
+    from scaling_search.analysis.results import rank, with_ties
+    from scaling_search.train.records import pack_correct, unpack_correct
+
+    rows = []
+    for cid, tops in {"a": [0.90, 0.92, 0.91], "b": [0.89, 0.915, 0.905], "c": [0.80, 0.81, 0.79]}.items():
+        rows += [{"candidate_id": cid, "role": "candidate", "trial_id": f"{cid}_s{s}", "seed": s,
+                  "status": "ok", "final_top1": t, "macs": 1e6, "depth_coef": 1, "width_coef": 1,
+                  "resolution_coef": 1, "product": 1, "resolution_px": 8, "params": 1, "macs_ratio": 1}
+                 for s, t in enumerate(tops)]
+    results = pd.DataFrame(rows)
+    table = with_ties(rank(results), results, {})
+    assert list(table["candidate_id"]) == ["a", "b", "c"]
+    assert list(table["tied_with_best"]) == [True, True, False]  # b is 0.005 behind, +-0.01; c 0.107
+    assert table.loc[1, "paired_by"] == "3 seeds" and table.loc[1, "diff_lo"] < 0 < table.loc[1, "diff_hi"]
+    one = results[results["seed"] == 0]
+    right = {"a_s0": np.r_[np.ones(90), np.zeros(10)].astype(bool), "b_s0": np.r_[np.ones(89), np.zeros(11)].astype(bool),
+             "c_s0": np.r_[np.ones(80), np.zeros(20)].astype(bool)}
+    right = {k: unpack_correct(pack_correct(v)) for k, v in right.items()}  # through the record format
+    table = with_ties(rank(one), one, right)
+    assert list(table["tied_with_best"]) == [True, True, False]  # 1 discordant pair; 10 (p = 0.002)
+    assert table.loc[2, "p_mcnemar"] == pytest.approx(2 / 1024)  # 2 * P(X <= 0 | n=10)

@@ -304,3 +304,48 @@ def test_recording_a_trial_is_idempotent_by_its_id_and_outcome(tmp_path):
     add(other, ok, snapshot)  # taken before `one` recorded anything
     add(other, failed, snapshot)
     assert states() == [(spec.trial_id, "FAIL"), (spec.trial_id, "COMPLETE")]
+
+
+def _record_correct(store: TrialStore, cid: str, role: str, coefficients, right: int, of: int = 100):
+    """A trial whose final model got the first ``right`` of ``of`` validation images right."""
+    import numpy as np
+
+    from scaling_search.train.records import pack_correct
+
+    _record(store, cid, role, coefficients, right / of)
+    path = store.dir / f"t_{cid}_s0.json"
+    record = json.loads(path.read_text())
+    record["row"]["val_correct"] = pack_correct(np.arange(of) < right)
+    path.write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("rule, frozen", [("best", "d1.40_w1.00_r1.20"), ("cheapest_tied", "d2.00_w1.00_r1.00")])
+def test_the_tied_set_is_named_and_the_freeze_rule_chooses_within_it(tmp_path, rule, frozen):
+    """One seed: paired over 100 validation images. 90 vs 88 right (2 discordant pairs): tied;
+    90 vs 70 (20 discordant, McNemar p ~ 2e-6): not. d2 costs fewer MACs than d1.4 x r1.2."""
+    store = TrialStore(tmp_path)
+    _record_correct(store, "d1.00_w1.00_r1.00", "baseline", (1.0, 1.0, 1.0), 60)
+    _record_correct(store, "d1.40_w1.00_r1.20", "candidate", (1.4, 1.0, 1.2), 90)
+    _record_correct(store, "d2.00_w1.00_r1.00", "candidate", (2.0, 1.0, 1.0), 88)
+    _record_correct(store, "d1.00_w1.40_r1.00", "candidate", (1.0, 1.4, 1.0), 70)
+    out = io.StringIO()
+    outcome = step1.summarise(tmp_path, "resnet18", "digits", Rounding(), (1.0,), 10, out, freeze=rule)
+    text = out.getvalue()
+    assert outcome.winner["candidate_id"] == frozen
+    assert ("tied with the best at 95% (paired over 100 images): 2 of 3 candidates: "
+            "d1.40_w1.00_r1.20, d2.00_w1.00_r1.00") in text
+    assert ": significant)" in text  # 90 or 88 of 100 against the baseline's 60
+    ranking = __import__("pandas").read_csv(tmp_path / "ranking.csv").set_index("candidate_id")
+    assert ranking["tied_with_best"].to_dict() == {"d1.40_w1.00_r1.20": True, "d2.00_w1.00_r1.00": True,
+                                                   "d1.00_w1.40_r1.00": False, "d1.00_w1.00_r1.00": False}
+    header = (tmp_path / "coefficients.yaml").read_text()
+    assert f"# freeze rule: {rule}" in header and "tied with the best at 95% (2 of 3)" in header
+
+
+def test_a_proxy_that_cannot_separate_the_candidates_says_so(tmp_path):
+    store = TrialStore(tmp_path)
+    _record_correct(store, "d1.40_w1.00_r1.20", "candidate", (1.4, 1.0, 1.2), 90)
+    _record_correct(store, "d2.00_w1.00_r1.00", "candidate", (2.0, 1.0, 1.0), 89)
+    out = io.StringIO()
+    step1.summarise(tmp_path, "resnet18", "digits", Rounding(), (1.0,), 10, out)
+    assert "2 of 2 candidates" in out.getvalue() and "the proxy cannot separate the candidates" in out.getvalue()

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from scaling_search.train.records import unpack_correct
 from scaling_search.train.status import OK
 
 
@@ -88,6 +89,82 @@ def rank(results: pd.DataFrame, metric: str = "final_top1", keys: tuple[str, ...
     table["pareto"] = pareto_mask(table["macs"].to_numpy(), table["top1_mean"].to_numpy())
     return table.sort_values(["top1_mean", "macs", "candidate_id"], ascending=[False, True, True],
                              ignore_index=True)
+
+
+def correctness(records: Iterable[dict]) -> dict[str, np.ndarray]:
+    """Each trial's per-image validation correctness (``trial_id`` -> bool array), where recorded."""
+    found = {}
+    for r in records:
+        got = unpack_correct(r["row"].get("val_correct", ""))
+        if got is not None:
+            found[r["spec"]["trial_id"]] = got
+    return found
+
+
+def paired_over_seeds(diffs: np.ndarray) -> tuple[float, float, float]:
+    """Mean of per-seed differences and its 95% t-interval (a paired comparison over seeds)."""
+    d = np.asarray(diffs, float)
+    mean = float(d.mean())
+    half = ci95(float(d.std(ddof=1)), len(d)) if len(d) > 1 else math.nan
+    return mean, mean - half, mean + half
+
+
+def paired_over_images(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float]:
+    """Top-1 of ``a`` minus top-1 of ``b`` on the same images (per-image correctness of each):
+    the difference, its 95% Wald interval for paired proportions (Agresti, *Categorical Data
+    Analysis*, 10.1.1: variance ((n12 + n21) - (n12 - n21)^2 / n) / n^2), and the two-sided
+    p-value of McNemar's exact test (a binomial test on the discordant pairs)."""
+    from scipy import stats  # lazy, as in t95
+
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    n = len(a)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    diff = (only_a - only_b) / n
+    half = 1.959963984540054 * math.sqrt(max((only_a + only_b) - (only_a - only_b) ** 2 / n, 0.0)) / n
+    p = stats.binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return diff, diff - half, diff + half, float(p)
+
+
+def compare(results: pd.DataFrame, correct: dict[str, np.ndarray], a: str, b: str,
+            metric: str = "final_top1") -> dict:
+    """Candidate ``a`` against ``b``, paired: over the seeds both trained (2 or more), else
+    over the validation images of their one common seed. ``tied``: not distinguishable at 95%
+    (the interval holds 0; with one seed, McNemar's p >= 0.05)."""
+    ok = results[results["status"] == OK]
+    pa = ok[ok["candidate_id"] == a].set_index("seed")
+    pb = ok[ok["candidate_id"] == b].set_index("seed")
+    seeds = sorted(set(pa.index) & set(pb.index))
+    if len(seeds) >= 2:
+        diff, lo, hi = paired_over_seeds(pa.loc[seeds, metric].to_numpy() - pb.loc[seeds, metric].to_numpy())
+        return {"diff": diff, "lo": lo, "hi": hi, "p": math.nan, "by": f"{len(seeds)} seeds",
+                "tied": bool(lo <= 0 <= hi)}
+    if len(seeds) == 1:
+        ca, cb = correct.get(pa.loc[seeds[0], "trial_id"]), correct.get(pb.loc[seeds[0], "trial_id"])
+        if ca is not None and cb is not None and len(ca) == len(cb) and len(ca):
+            diff, lo, hi, p = paired_over_images(ca, cb)
+            return {"diff": diff, "lo": lo, "hi": hi, "p": p, "by": f"{len(ca)} images", "tied": bool(p >= 0.05)}
+    return {"diff": math.nan, "lo": math.nan, "hi": math.nan, "p": math.nan, "by": "", "tied": None}
+
+
+def with_ties(ranking: pd.DataFrame, results: pd.DataFrame, correct: dict[str, np.ndarray],
+              among: pd.Series | None = None) -> pd.DataFrame:
+    """``ranking`` with each candidate's paired difference to the best (``diff_to_best``, its
+    95% interval ``diff_lo``/``diff_hi``, ``p_mcnemar`` with one seed, ``paired_by``) and
+    ``tied_with_best``. The best is the first row of ``among`` (default: every row)."""
+    pool = ranking if among is None else ranking[among]
+    table = ranking.copy()
+    unknown = {"diff": math.nan, "lo": math.nan, "hi": math.nan, "p": math.nan, "by": "", "tied": None}
+    best = pool.iloc[0]["candidate_id"] if len(pool) else None
+    rows = [unknown if best is None else compare(results, correct, c, best) if c != best else
+            {"diff": 0.0, "lo": 0.0, "hi": 0.0, "p": 1.0, "by": "", "tied": True}
+            for c in table["candidate_id"]]
+    table["diff_to_best"] = [r["diff"] for r in rows]
+    table["diff_lo"] = [r["lo"] for r in rows]
+    table["diff_hi"] = [r["hi"] for r in rows]
+    table["p_mcnemar"] = [r["p"] for r in rows]
+    table["paired_by"] = [r["by"] for r in rows]
+    table["tied_with_best"] = pd.array([r["tied"] for r in rows], dtype="boolean")
+    return table
 
 
 def pareto_mask(macs: np.ndarray, top1: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ import json
 import os
 import socket
 from collections.abc import Callable, Iterable
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -175,6 +176,15 @@ def check_apart(out_dir: Path, data_root: str | None) -> None:
     if out in data.parents:
         raise ValueError(f"data.root {str(data)!r} lies inside out_dir {str(out)!r}; keep the data "
                          "outside the run folder")
+
+
+# Where the data is kept while training, not what a trial computes: a resume may change them.
+DATA_PLACEMENT = ("cache_dir", "mode", "memory_budget_gb")
+
+
+def data_identity(data: DataSettings) -> dict:
+    """The data settings that decide what a trial computes (part of a run's identity)."""
+    return {k: v for k, v in asdict(data).items() if k not in DATA_PLACEMENT}
 
 
 def trial_specs(tag: str, units: Iterable[tuple[str, Coefficients, ScaledModel]], seeds: list[int],

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from scaling_search.analysis.results import rank
+from scaling_search.analysis.results import compare, correctness, rank, with_ties
 from scaling_search.files import atomic_write_text, plain
 from scaling_search.models.backbones import get_backbone
 from scaling_search.models.scaling import Coefficients, Multipliers, Rounding
@@ -31,17 +31,20 @@ from scaling_search.plan.family import plan_family
 from scaling_search.plan.space import Candidate, SearchSpace, build_candidates, candidate_id
 from scaling_search.settings import GridSettings
 from scaling_search.steps import tpe
-from scaling_search.steps.pipeline import RunFolder, check_apart, collect, launch, trial_specs, with_training_macs
+from scaling_search.steps.pipeline import (RunFolder, check_apart, collect, data_identity, launch, trial_specs,
+                                           with_training_macs)
 from scaling_search.tables import markdown, verdict, write_table
 from scaling_search.train.data import num_classes_of, train_image_count
 from scaling_search.train.execution import RunFailed, RunInterrupted, make_runner, ray_session, uses_ray
+from scaling_search.train.records import TrialStore
 from scaling_search.train.study import distributions, grid_params
 from scaling_search.train.status import OK
 
 BASELINE_ROLE, CANDIDATE_ROLE = "baseline", "candidate"
 RANKING_FORMATS = {"top1_mean": "{:.4f}", "top1_std": "{:.4f}", "top1_ci95": "{:.4f}",
                    "top1_per_mmacs": "{:.4f}", "macs": "{:,}", "params": "{:,}",
-                   "macs_ratio": "{:.2f}", "product": "{:.4f}", "train_macs": "{:.3e}"}
+                   "macs_ratio": "{:.2f}", "product": "{:.4f}", "train_macs": "{:.3e}",
+                   "diff_to_best": "{:+.4f}", "diff_lo": "{:+.4f}", "diff_hi": "{:+.4f}", "p_mcnemar": "{:.3g}"}
 STUDY_ATTRS = ("role", "macs", "params", "resolution_px", "macs_ratio")
 
 SearchInterrupted = RunInterrupted  # the name Step 1's callers know
@@ -89,7 +92,7 @@ def search_identity(s: GridSettings) -> dict:
     """The settings that decide what a trial computes; a run folder holds one of them."""
     return json.loads(json.dumps({
         "backbone": s.backbone, "proxy": [s.proxy_depth_mult, s.proxy_width_mult, s.proxy_resolution_px],
-        "space": {k: str(v) for k, v in asdict(s.space).items()}, "data": asdict(s.data),
+        "space": {k: str(v) for k, v in asdict(s.space).items()}, "data": data_identity(s.data),
         "trainer": {k: v for k, v in asdict(s.trainer).items() if k != "num_threads"},
         "rounding": asdict(s.rounding)}, default=str))
 
@@ -145,7 +148,8 @@ def run_search(s: GridSettings, out=sys.stdout) -> SearchOutcome | None:
                     study_storage=s.study_storage, study_name=s.study_name, out=out)
             else:
                 _run_grid(s, run, config, candidates, baseline, out)
-        return summarise(s.out_dir, s.backbone, s.data.name, s.rounding, s.emit_phis, s.emit_num_classes, out)
+        return summarise(s.out_dir, s.backbone, s.data.name, s.rounding, s.emit_phis, s.emit_num_classes, out,
+                         s.freeze)
 
 
 def _run_grid(s: GridSettings, run: RunFolder, config: dict, candidates: list[Candidate],
@@ -171,15 +175,25 @@ def grid_distributions(space: SearchSpace) -> dict:
     return distributions({k: (min(float(lo), 1.0), float(hi)) for k, (lo, hi) in ranges.items()})
 
 
+def _interval(c: dict) -> str:
+    """``+0.0195 (95% interval +0.0060 to +0.0330 over 359 images)``."""
+    if not c or not c["by"]:
+        return "(no paired interval)"
+    return f"{c['diff']:+.4f}, 95% interval {c['lo']:+.4f} to {c['hi']:+.4f} over {c['by']}"
+
+
 def summarise(out_dir: Path, backbone: str, data_name: str, rounding: Rounding, emit_phis: tuple[float, ...],
-              emit_num_classes: int, out=sys.stdout) -> SearchOutcome:
-    """Builds every table from the records, freezes the winner and emits its Step-2 configs."""
+              emit_num_classes: int, out=sys.stdout, freeze: str = "best") -> SearchOutcome:
+    """Builds every table from the records, freezes the winner by the ``freeze`` rule and emits
+    its Step-2 configs."""
     results, failed = collect(out_dir, out=out)
     ok = results[results["status"] == OK]
     if ok.empty:
         raise RunFailed(f"every one of the {len(results)} trials failed ({_first_error(results)}); "
                         f"nothing was frozen; the errors are in {out_dir / 'results.csv'}")
+    correct = correctness(TrialStore(out_dir).load())
     ranking = rank(results)
+    ranking = with_ties(ranking, results, correct, among=ranking["role"] == CANDIDATE_ROLE)
     write_table(ranking, out_dir / "ranking", RANKING_FORMATS)
     write_table(ranking[ranking["pareto"]].sort_values("macs"), out_dir / "pareto")
 
@@ -187,21 +201,29 @@ def summarise(out_dir: Path, backbone: str, data_name: str, rounding: Rounding, 
     baseline = ranking[ranking["role"] == BASELINE_ROLE]
     base_row = baseline.iloc[0].to_dict() if len(baseline) else None
     shown = ["candidate_id", "role", "depth_coef", "width_coef", "resolution_coef", "macs",
-             "macs_ratio", "top1_mean", "top1_std", "seeds", "top1_per_mmacs", "pareto"]
+             "macs_ratio", "top1_mean", "top1_std", "seeds", "top1_per_mmacs", "pareto", "tied_with_best"]
     print(markdown(ranking[shown].head(10), RANKING_FORMATS), file=out)
     if contenders.empty:
         raise RunFailed(f"every candidate failed, only the baseline trained ({_first_error(results)}); "
                         f"nothing was frozen; the errors are in {out_dir / 'results.csv'}")
     tried = sorted(set(results.loc[results["role"] == CANDIDATE_ROLE, "candidate_id"]))
     lost = [c for c in tried if c not in set(contenders["candidate_id"])]
-    win = contenders.iloc[0].to_dict()
+    tied = contenders[contenders["tied_with_best"].fillna(False).astype(bool)]
+    win = (tied.sort_values(["macs", "top1_mean"], ascending=[True, False]).iloc[0]
+           if freeze == "cheapest_tied" and len(tied) else contenders.iloc[0]).to_dict()
     coefficients = Coefficients(win["depth_coef"], win["width_coef"], win["resolution_coef"])
+    margin = compare(results, correct, win["candidate_id"], base_row["candidate_id"]) if base_row else None
+    rule = {"best": "the best mean top-1", "cheapest_tied": "the fewest MACs among those tied with the best"}[freeze]
     header = (f"# Step-1 winner of {out_dir} ({backbone} proxy on {data_name}):\n"
               f"# {win['candidate_id']}, validation top-1 {win['top1_mean']:.4f} over "
               f"{int(win['seeds'])} seed(s), {int(win['macs']):,} MACs "
-              f"({win['macs_ratio']:.2f}x the proxy baseline)\n")
+              f"({win['macs_ratio']:.2f}x the proxy baseline)\n"
+              f"# freeze rule: {freeze} ({rule})\n"
+              f"# tied with the best at 95% ({len(tied)} of {len(contenders)}): "
+              f"{', '.join(tied['candidate_id']) or 'not known (no paired data)'}\n")
     if base_row:
-        header += f"# unscaled proxy baseline: top-1 {base_row['top1_mean']:.4f}\n"
+        header += (f"# unscaled proxy baseline: top-1 {base_row['top1_mean']:.4f}; winner - baseline "
+                   f"{_interval(margin)}\n")
     atomic_write_text(out_dir / "coefficients.yaml", coefficients_yaml(coefficients, header))
     family = plan_family(backbone, coefficients, emit_phis, baselines=(), rounding=rounding,
                          num_classes=emit_num_classes)
@@ -210,11 +232,24 @@ def summarise(out_dir: Path, backbone: str, data_name: str, rounding: Rounding, 
                 "coefficients_file": str(out_dir / "coefficients.yaml")}
     write_family(out_dir / "step2", family, coefficients, rounding, emit_num_classes, run_config=emission,
                  prog="scaling_search.grid")
-    against = f"; {verdict(win['top1_mean'] - base_row['top1_mean'], 'the unscaled baseline')}" if base_row else ""
+    against = ""
+    if base_row:
+        against = f"; {verdict(win['top1_mean'] - base_row['top1_mean'], 'the unscaled baseline')}"
+        if margin["by"]:
+            significant = margin["tied"] is False and margin["diff"] > 0
+            against += (f" (95% interval {margin['lo']:+.4f} to {margin['hi']:+.4f} over {margin['by']}: "
+                        f"{'significant' if significant else 'not significant'})")
     if lost:
         print(f"{len(lost)} of {len(tried)} candidates failed in every seed ({', '.join(lost[:5])}"
               f"{', ...' if len(lost) > 5 else ''}); the winner was chosen among the other "
               f"{len(tried) - len(lost)}", file=out)
+    if len(tied):
+        every = len(tied) == len(contenders) and len(contenders) > 1
+        print(f"tied with the best at 95% (paired over {tied['paired_by'].iloc[-1] or 'the best itself'}): "
+              f"{len(tied)} of {len(contenders)} candidates: {', '.join(tied['candidate_id'][:12])}"
+              f"{', ...' if len(tied) > 12 else ''}"
+              + ("; the proxy cannot separate the candidates" if every else ""), file=out)
+    print(f"freeze rule {freeze}: {rule}", file=out)
     print(f"winner {win['candidate_id']}: alpha={coefficients.depth_coef:g} beta={coefficients.width_coef:g} "
           f"gamma={coefficients.resolution_coef:g}, top-1 {win['top1_mean']:.4f}{against}\n"
           f"frozen to {out_dir / 'coefficients.yaml'}; Step-2 configs in {out_dir / 'step2'}",

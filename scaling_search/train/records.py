@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from scaling_search.files import atomic_write_text
 from scaling_search.train.status import OK, STOPPED
 
@@ -46,3 +48,20 @@ def _read(path: Path) -> dict:
     except (ValueError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"the trial record {path} is damaged ({type(e).__name__}: {e}); delete it "
                          "and run the same command again: that trial trains again") from None
+
+
+def pack_correct(correct: np.ndarray | None) -> str:
+    """Per-image correctness as ``<count>:<hex of the packed bits>`` (45 characters for 359
+    images): small enough for every trial record, exact for paired statistics."""
+    if correct is None:
+        return ""
+    bits = np.packbits(np.asarray(correct, dtype=bool))
+    return f"{len(correct)}:{bits.tobytes().hex()}"
+
+
+def unpack_correct(text: str) -> np.ndarray | None:
+    """The inverse of ``pack_correct``: a bool array, or None for a trial that has none."""
+    if not text or not isinstance(text, str) or ":" not in text:
+        return None
+    count, hexed = text.split(":", 1)
+    return np.unpackbits(np.frombuffer(bytes.fromhex(hexed), dtype=np.uint8))[:int(count)].astype(bool)

@@ -49,6 +49,9 @@ class TrainResult:
     train_time_s: float
     images_per_s: float
     device: str
+    # Per validation image (in the data's fixed validation order, the same for every trial),
+    # whether the final model classified it right: what paired comparisons of two trials need.
+    val_correct: torch.Tensor | None = None
 
     @property
     def final_top1(self) -> float:
@@ -92,17 +95,18 @@ def _lr_factor(s: TrainSettings, steps_per_epoch: int) -> Callable[[int], float]
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Batches, count: int, autocast) -> tuple[float, float]:
-    """Validation (top-1 accuracy, mean cross-entropy) over ``count`` images in ``batches``, in
-    the training's precision policy (``autocast``)."""
+def evaluate(model: nn.Module, batches: Batches, count: int, autocast) -> tuple[float, float, torch.Tensor]:
+    """Validation over ``count`` images in ``batches``, in the training's precision policy
+    (``autocast``): top-1 accuracy, mean cross-entropy, and per image whether it was right."""
     model.eval()
-    correct, loss_sum = 0, 0.0
+    right, loss_sum = [], 0.0
     for x, y in batches:
         with autocast():
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-    return correct / count, loss_sum / count
+        right.append((logits.argmax(1) == y).cpu())
+    correct = torch.cat(right) if right else torch.zeros(0, dtype=torch.bool)
+    return int(correct.sum()) / count, loss_sum / count, correct
 
 
 def train(model: nn.Module, data: ImageData | FolderData, resolution_px: int, settings: TrainSettings,
@@ -170,7 +174,7 @@ def train(model: nn.Module, data: ImageData | FolderData, resolution_px: int, se
         train_loss = loss_sum.item() / steps_per_epoch
         if not math.isfinite(train_loss):
             raise Diverged(epoch + 1, "the training loss", train_loss)
-        top1, val_loss = evaluate(forward, feed.val_batches(), feed.num_val, autocast)
+        top1, val_loss, val_correct = evaluate(forward, feed.val_batches(), feed.num_val, autocast)
         if not math.isfinite(val_loss):
             raise Diverged(epoch + 1, "the validation loss", val_loss)
         metrics = {"epoch": epoch + 1, "train/loss": train_loss,
@@ -184,5 +188,7 @@ def train(model: nn.Module, data: ImageData | FolderData, resolution_px: int, se
                         "torch_rng": torch.get_rng_state(), "history": list(history),
                         "epoch": epoch + 1, "train_time_s": train_time, "images_seen": images_seen}
             on_epoch(metrics, lambda s=snapshot: s)
+    if start_epoch >= settings.epochs:  # resumed after the last epoch: nothing evaluated here
+        val_correct = None
     return TrainResult(history, train_time, images_seen / train_time if train_time else 0.0,
-                       str(device))
+                       str(device), val_correct)
