@@ -162,8 +162,8 @@ def test_a_changed_search_does_not_resume_into_the_old_folder(tmp_path):
 def test_killed_ray_search_resumes_where_it_stopped(tmp_path):
     """kill -9 of the whole search mid-way, then the same command again."""
     out_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "scaling_search.grid", *GATED, "space.tolerance=0.1",
-            "trainer.epochs=3", "runner=ray", "runner.checkpoint=true", f"out_dir={out_dir}"]
+    args = [sys.executable, "-m", "scaling_search.grid", *GATED,
+            "trainer.epochs=2", "runner=ray", "runner.checkpoint=true", f"out_dir={out_dir}"]
     env = _env()
     proc = subprocess.Popen(args, cwd=tmp_path, env={**env, "SCALING_SEARCH_TEST_GATE": str(tmp_path)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -185,7 +185,7 @@ def test_killed_ray_search_resumes_where_it_stopped(tmp_path):
 
 def test_ctrl_c_stops_without_ranking_and_the_rerun_finishes(tmp_path):
     out_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "scaling_search.grid", *GATED, "space.tolerance=0.1", "runner=local",
+    args = [sys.executable, "-m", "scaling_search.grid", *GATED, "runner=local",
             f"out_dir={out_dir}"]
     env = _env()
     proc = subprocess.Popen(args, cwd=tmp_path, env={**env, "SCALING_SEARCH_TEST_GATE": str(tmp_path)},
