@@ -1,5 +1,7 @@
 """Each plot is a function of a table: what it draws follows from the table's numbers."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -111,3 +113,101 @@ def test_a_table_without_the_columns_is_refused():
         plots.scaling_curves(FAMILY.drop(columns="top1_mean"))
     with pytest.raises(ValueError, match="at least one row"):
         plots.accuracy_vs_macs(RANKING.iloc[:0])
+
+
+# Step 1 as a split of the cost. The shares are worked out here from logarithms, apart from the
+# code: ln 1.2 = 0.18232, 2 ln 1.1 = 0.19062, 2 ln 1.15 = 0.27952, their sum 0.65246 = ln 1.92027.
+def _shares_by_hand(alpha, beta, gamma):
+    parts = [math.log(alpha), 2 * math.log(beta), 2 * math.log(gamma)]
+    return [p / sum(parts) for p in parts]
+
+
+def _barycentric(point, corners):
+    """Weights of the triangle's corners at ``point``, each the area of the triangle the point
+    makes with the other two corners over the whole triangle's area (signed, so a point outside
+    gets a negative weight)."""
+    def area(a, b, c):
+        return ((b[0] - a[0]) * (c[1] - a[1]) - (c[0] - a[0]) * (b[1] - a[1])) / 2
+    d, w, r = corners
+    return [area(point, w, r) / area(d, w, r), area(d, point, r) / area(d, w, r),
+            area(d, w, point) / area(d, w, r)]
+
+
+def test_cost_shares_of_the_papers_coefficients():
+    shares = plots.cost_shares(1.2, 1.1, 1.15)
+    assert shares == pytest.approx((0.2794, 0.2922, 0.4284), abs=5e-5)  # the issue's numbers
+    assert shares == pytest.approx(_shares_by_hand(1.2, 1.1, 1.15), rel=1e-12)
+    assert sum(shares) == pytest.approx(1)
+    assert plots.cost_shares(2.0, 1.0, 1.0) == (1.0, 0.0, 0.0)  # depth alone
+    assert plots.cost_shares(1.0, 2**0.5, 1.0) == pytest.approx((0, 1, 0))  # width alone: β² = 2
+    with pytest.raises(ValueError, match="α·β²·γ² = 1: the cost does not grow"):
+        plots.cost_shares(1.0, 1.0, 1.0)  # the unscaled baseline has no split
+    with pytest.raises(ValueError, match="positive coefficients"):
+        plots.cost_shares(1.2, 0.0, 1.15)
+
+
+def _collection(ax, prefix):
+    [c] = [c for c in ax.collections if c.get_label().startswith(prefix)]
+    return c
+
+
+def test_cost_split_places_each_candidate_at_its_shares():
+    fig = plots.cost_split(RANKING)
+    ax = fig.axes[0]
+    [triangle] = [line for line in ax.get_lines() if line.get_gid() == "triangle"]
+    corners = np.column_stack([triangle.get_xdata(), triangle.get_ydata()])[:3]  # depth, width, resolution
+    cands = RANKING[RANKING["role"] == "candidate"]
+    points = _collection(ax, "candidates")
+    assert points.get_label() == "candidates (4)"  # the baseline (1, 1, 1) has no split: left off
+    for xy, (_, row) in zip(points.get_offsets(), cands.iterrows(), strict=True):
+        expected = _shares_by_hand(row["depth_coef"], row["width_coef"], row["resolution_coef"])
+        assert _barycentric(xy, corners) == pytest.approx(expected, abs=1e-12)
+    assert list(points.get_array()) == list(cands["top1_mean"])  # coloured by mean top-1
+    assert points.get_offsets()[3].tolist() == pytest.approx(corners[0].tolist())  # (2, 1, 1): all depth
+    # the references: the paper's point, uniform (the centre) and pycls's fast (0.1, 0.8, 0.1)
+    paper = _collection(ax, "paper (1.2, 1.1, 1.15): (0.28, 0.29, 0.43)")
+    assert _barycentric(paper.get_offsets()[0], corners) == pytest.approx([0.2794, 0.2922, 0.4284], abs=5e-5)
+    uniform = _collection(ax, "uniform").get_offsets()[0]
+    assert uniform.tolist() == pytest.approx(corners.mean(axis=0).tolist())
+    fast = _collection(ax, "fast, pycls d1_w8_r1").get_offsets()[0]
+    assert _barycentric(fast, corners) == pytest.approx([0.1, 0.8, 0.1])
+    assert not [c for c in ax.collections if c.get_label().startswith("tied")]  # no tied set in this ranking
+
+
+def test_cost_split_rings_the_tied_set_when_the_ranking_has_one():
+    ranking = RANKING.assign(tied_with_best=[True, True, False, False, False])
+    ax = plots.cost_split(ranking).axes[0]
+    tied, points = _collection(ax, "tied with the best (2)"), _collection(ax, "candidates")
+    assert tied.get_offsets().tolist() == points.get_offsets()[:2].tolist()
+    # as results.rank writes it: a nullable boolean, unknown (no paired data) for some rows
+    unknown = RANKING.assign(tied_with_best=pd.array([True, None, False, None, None], dtype="boolean"))
+    ax = plots.cost_split(unknown).axes[0]
+    assert _collection(ax, "tied with the best (1)").get_offsets().tolist() == [
+        _collection(ax, "candidates").get_offsets()[0].tolist()]
+    ax = plots.cost_split(RANKING.assign(tied_with_best=pd.array([None] * 5, dtype="boolean"))).axes[0]
+    assert not [c for c in ax.collections if c.get_label().startswith("tied")]
+
+
+def test_error_ecdf_steps_at_the_sorted_errors():
+    ax = plots.error_ecdf(RANKING).axes[0]
+    [edf] = [line for line in ax.get_lines() if line.get_label() == "candidates (4)"]
+    errors = sorted(1 - t for t in [0.95, 0.97, 0.90, 0.85])  # the four candidates'
+    assert list(edf.get_xdata()) == pytest.approx(errors)  # 0.03, 0.05, 0.10, 0.15
+    assert list(edf.get_ydata()) == [0.25, 0.5, 0.75, 1.0]
+    assert edf.get_drawstyle() == "steps-post"  # flat until the next error: F(e) = share with error ≤ e
+    [base] = [line for line in ax.get_lines() if line.get_label().startswith("unscaled baseline")]
+    assert list(base.get_xdata()) == pytest.approx([0.12, 0.12])  # 1 - 0.88, a line, not a sample
+    ties = pd.DataFrame({"top1_mean": [0.8, 0.9, 0.9]})  # no role column: every row is a sample
+    edf = plots.error_ecdf(ties).axes[0].get_lines()[0]
+    assert list(edf.get_xdata()) == pytest.approx([0.1, 0.1, 0.2])
+    assert list(edf.get_ydata()) == pytest.approx([1 / 3, 2 / 3, 1])
+
+
+def test_step1_plots_need_a_candidate():
+    only_base = RANKING[RANKING["role"] == "baseline"]
+    with pytest.raises(ValueError, match="cost_split needs at least one candidate whose α·β²·γ² is not 1"):
+        plots.cost_split(only_base)
+    with pytest.raises(ValueError, match="error_ecdf needs at least one candidate"):
+        plots.error_ecdf(only_base)
+    with pytest.raises(ValueError, match="cost_split needs the column.*resolution_coef"):
+        plots.cost_split(RANKING.drop(columns="resolution_coef"))

@@ -92,9 +92,11 @@ def test_grid_report_renders_its_tables_and_plots_in_chromium(runs, browser, tmp
     page, errors = _open(browser, run / "report.html", shot)
     assert errors == []
     images = _images_rendered(page)
-    assert len(images) == 4 and all(i["ok"] for i in images), images  # landscape, cost, curves, seeds
-    assert sorted(p.stem for p in (run / "plots").glob("*.svg")) == [
-        "accuracy_vs_macs", "landscape", "seed_spread", "training_curves"]
+    # landscape, cost, the cost split, the error EDF, curves, seeds
+    assert len(images) == 6 and all(i["ok"] for i in images), images
+    for fmt in ("png", "svg"):
+        assert sorted(p.stem for p in (run / "plots").glob(f"*.{fmt}")) == [
+            "accuracy_vs_macs", "cost_split", "error_ecdf", "landscape", "seed_spread", "training_curves"]
     ranking, results = pd.read_csv(run / "ranking.csv"), pd.read_csv(run / "results.csv")
     assert page.locator("#table-ranking tbody tr").count() == len(ranking)
     assert page.locator("#table-results tbody tr").count() == len(results) == 8  # 3 candidates + base, 2 seeds
@@ -112,6 +114,30 @@ def test_grid_report_renders_its_tables_and_plots_in_chromium(runs, browser, tmp
     page.click("#table-ranking th:text-is('macs')")
     assert [float(v) for v in _column(page, "ranking", "macs")] == sorted(shown, reverse=True)
     assert shot.stat().st_size > 10_000
+
+
+@pytest.mark.slow  # the `runs` fixture: a whole grid search and a Step-2 run
+def test_grid_report_shows_the_cost_split_and_the_error_edf(runs, browser, tmp_path):
+    """Step 1 drawn as a split of the cost: the ternary plot and the error EDF are on the page,
+    drawn in the browser, and drawn from the run's ranking.csv."""
+    run = runs["grid"]
+    page, errors = _open(browser, run / "report.html", tmp_path / "grid_cost_split.png")
+    assert errors == []
+    shown = page.evaluate("""['cost_split', 'error_ecdf'].map(n => {
+        const f = document.getElementById('plot-' + n), i = f.querySelector('img');
+        return {ok: i.complete && i.naturalWidth > 300 && i.getBoundingClientRect().height > 100,
+                caption: f.querySelector('figcaption').textContent}; })""")
+    assert all(s["ok"] for s in shown), shown
+    assert "The unscaled baseline (1, 1, 1) has no split (α·β²·γ² = 1) and is left off" in shown[0]["caption"]
+    assert "empirical distribution function" in shown[1]["caption"]
+    ranking = pd.read_csv(run / "ranking.csv")
+    cands = ranking[ranking["role"] == "candidate"]
+    figures = {name: fig for name, _, fig in build_page(run).figures}
+    points = [c for c in figures["cost_split"].axes[0].collections if c.get_label().startswith("candidates")]
+    assert points[0].get_label() == f"candidates ({len(cands)})" and len(cands) == 3  # the baseline left off
+    assert sorted(points[0].get_array()) == sorted(cands["top1_mean"])
+    edf = figures["error_ecdf"].axes[0].get_lines()[0]
+    assert list(edf.get_xdata()) == pytest.approx(sorted(1 - cands["top1_mean"]))
 
 
 @pytest.mark.slow  # the `runs` fixture: a whole grid search and a Step-2 run
@@ -142,7 +168,7 @@ def test_multirun_report_holds_every_job(runs, browser, tmp_path):
     assert errors == []
     assert page.locator("details.job").count() == 2
     images = _images_rendered(page)
-    assert len(images) == 1 + 2 * 4 and all(i["ok"] for i in images)
+    assert len(images) == 1 + 2 * 6 and all(i["ok"] for i in images)
     assert page.locator("#table-jobs tbody tr").count() == 2
 
 

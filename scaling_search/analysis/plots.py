@@ -21,7 +21,8 @@ from scaling_search.files import atomic_output
 from scaling_search.models.scaling import PAPER_COEFFICIENTS, Coefficients
 
 METHOD_STYLE = {"compound": ("tab:red", "o"), "depth": ("tab:blue", "s"), "width": ("tab:green", "^"),
-                "resolution": ("tab:purple", "D")}
+                "resolution": ("tab:purple", "D"), "fast": ("tab:orange", "v"), "uniform": ("tab:brown", "P"),
+                "fast_max480": ("tab:olive", "<"), "compound_max480": ("tab:pink", ">")}
 FORMATS = ("png", "svg")
 
 
@@ -70,6 +71,134 @@ def landscape(ranking: pd.DataFrame, paper: Coefficients | None = PAPER_COEFFICI
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
     return fig
+
+
+# Step 1 as a split of the cost (Dollár, Singh and Girshick, "Fast and Accurate Model Scaling",
+# CVPR 2021): d·w²·r² = s with d = s^e_d, w = s^(e_w/2), r = s^(e_r/2) and e_d + e_w + e_r = 1.
+UNIFORM_SHARES = (1 / 3, 1 / 3, 1 / 3)
+FAST_SHARES = (0.1, 0.8, 0.1)  # pycls's recommended rule, d1_w8_r1
+SHARE_CORNERS = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, np.sqrt(3) / 2]])  # depth, width, resolution
+
+
+def cost_shares(depth_coef: float, width_coef: float, resolution_coef: float) -> tuple[float, float, float]:
+    """(e_d, e_w, e_r): each dimension's share of the cost exponent, (ln α, 2 ln β, 2 ln γ) over
+    ln(α·β²·γ²); they sum to 1. The paper's (1.2, 1.1, 1.15) gives (0.279, 0.292, 0.428).
+    ValueError where a coefficient is not positive, or where α·β²·γ² = 1 (nothing grows, e.g.
+    the unscaled baseline (1, 1, 1), so there is no split)."""
+    coefs = (depth_coef, width_coef, resolution_coef)
+    if not all(np.isfinite(c) and c > 0 for c in coefs):
+        raise ValueError(f"cost shares need positive coefficients, got {coefs}")
+    logs = (np.log(depth_coef), 2 * np.log(width_coef), 2 * np.log(resolution_coef))
+    total = sum(logs)
+    if abs(total) < 1e-12:
+        raise ValueError(f"{coefs} has α·β²·γ² = 1: the cost does not grow, so it has no split")
+    return tuple(float(x / total) for x in logs)
+
+
+def ternary_xy(shares) -> np.ndarray:
+    """The 2D positions of (e_d, e_w, e_r) rows: the weighted mean of the triangle's corners
+    ``SHARE_CORNERS`` (depth at (0, 0), width at (1, 0), resolution at (½, √3/2))."""
+    return np.asarray(shares, float).reshape(-1, 3) @ SHARE_CORNERS
+
+
+def _ternary_frame(ax, step: float = 0.2) -> None:
+    """The triangle, its grid of constant shares and the corners' names."""
+    corners = SHARE_CORNERS
+    ax.plot(*np.vstack([corners, corners[:1]]).T, color="black", linewidth=1, gid="triangle")
+    for k in np.arange(step, 1 - step / 2, step):  # lines where one share is k
+        for i in range(3):
+            j, l = (i + 1) % 3, (i + 2) % 3
+            a, b = np.zeros(3), np.zeros(3)
+            a[i] = b[i] = k
+            a[j], b[l] = 1 - k, 1 - k
+            ends = ternary_xy([a, b])
+            ax.plot(ends[:, 0], ends[:, 1], color="lightgray", linewidth=0.6, zorder=0)
+        # each line's share where it meets an edge: e_d below, e_w on the right, e_r on the left
+        for i, offset in ((0, (0, -9)), (1, (9, 2)), (2, (-9, 2))):
+            at = np.zeros(3)
+            at[i], at[(i + 1) % 3] = k, 1 - k
+            ax.annotate(f"{k:.1f}", tuple(ternary_xy(at)[0]), xytext=offset, textcoords="offset points",
+                        fontsize=6, ha="center", va="center", color="dimgray")
+    for (x, y), text, dy in zip(corners, ["depth (e_d = 1)", "width (e_w = 1)", "resolution (e_r = 1)"],
+                                (-8, -8, 6)):
+        ax.annotate(text, (x, y), xytext=(0, dy), textcoords="offset points", fontsize=8, ha="center",
+                    va="bottom" if dy > 0 else "top", fontweight="bold")
+    for (i, j), name, offset, angle in (((0, 1), "depth's share e_d", (0, -20), 0),
+                                        ((1, 2), "width's share e_w", (26, 15), -60),
+                                        ((2, 0), "resolution's share e_r", (-26, 15), 60)):
+        ax.annotate(name, tuple((corners[i] + corners[j]) / 2), xytext=offset, textcoords="offset points",
+                    fontsize=7, ha="center", va="center", rotation=angle, color="dimgray")
+    ax.set_aspect("equal")
+    ax.set_xlim(-0.1, 1.1)
+    ax.set_ylim(-0.12, 0.93)
+    ax.axis("off")
+
+
+def tied_mask(df: pd.DataFrame) -> np.ndarray:
+    """The rows the ranking's ``tied_with_best`` marks True (unknown, or no column: not marked)."""
+    if "tied_with_best" not in df:
+        return np.zeros(len(df), bool)
+    return df["tied_with_best"].eq(True).fillna(False).to_numpy(dtype=bool)
+
+
+def cost_split(ranking: pd.DataFrame, paper: Coefficients | None = PAPER_COEFFICIENTS) -> Figure:
+    """Step 1's candidates at their shares of the cost exponent (``cost_shares``) on a ternary
+    plot, coloured by mean top-1: where the search's good candidates spend their MACs. The
+    paper's split, ``uniform`` (a third each) and pycls's ``fast`` (d1_w8_r1) are marked, and
+    the candidates tied with the best are ringed when the ranking has a ``tied_with_best``
+    column. Rows with α·β²·γ² = 1 (the unscaled baseline) have no split and are left off."""
+    df = _require(ranking, ["depth_coef", "width_coef", "resolution_coef", "top1_mean"], "cost_split")
+    df = df[df["role"] != "baseline"] if "role" in df else df
+    coefs = df[["depth_coef", "width_coef", "resolution_coef"]].to_numpy(float)
+    grows = ~np.isclose(coefs[:, 0] * coefs[:, 1] ** 2 * coefs[:, 2] ** 2, 1.0, rtol=0, atol=1e-9)
+    df, coefs = df[grows], coefs[grows]
+    if df.empty:
+        raise ValueError("cost_split needs at least one candidate whose α·β²·γ² is not 1")
+    xy = ternary_xy([cost_shares(*c) for c in coefs])
+    fig, ax = _figure(6.4, 6.4)
+    _ternary_frame(ax)
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=df["top1_mean"], cmap="viridis", s=60, edgecolors="black",
+                    linewidths=0.4, zorder=2, label=f"candidates ({len(df)})")
+    fig.colorbar(sc, ax=ax, label="validation top-1 (mean over seeds)", shrink=0.8)
+    if tied_mask(df).any():
+        tied = xy[tied_mask(df)]
+        ax.scatter(tied[:, 0], tied[:, 1], s=200, facecolors="none", edgecolors="red", linewidths=1.4,
+                   zorder=3, label=f"tied with the best ({len(tied)})")
+    marks = [("uniform (1/3 each)", UNIFORM_SHARES, "P", "dimgray"),
+             ("fast, pycls d1_w8_r1 (0.1, 0.8, 0.1)", FAST_SHARES, "D", "tab:orange")]
+    if paper is not None:
+        p = cost_shares(paper.depth_coef, paper.width_coef, paper.resolution_coef)
+        marks.insert(0, (f"paper ({paper.depth_coef:g}, {paper.width_coef:g}, {paper.resolution_coef:g}): "
+                         f"({p[0]:.2f}, {p[1]:.2f}, {p[2]:.2f})", p, "X", "black"))
+    for label, s, marker, color in marks:
+        (x, y), = ternary_xy(s)
+        ax.scatter([x], [y], marker=marker, s=90, color=color, edgecolors="white", linewidths=0.6,
+                   zorder=4, label=label)
+    ax.set_title("Step 1: the candidates' splits of the cost exponent")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2)
+    return fig
+
+
+def error_ecdf(ranking: pd.DataFrame) -> Figure:
+    """The empirical distribution of the candidates' top-1 errors (1 − mean top-1): at error e,
+    the fraction of candidates with error ≤ e. pycls compares design spaces this way
+    (Radosavovic et al., "On Network Design Spaces for Visual Recognition", ICCV 2019: the error
+    EDF); a curve that rises early is a search space whose candidates are mostly good. The
+    unscaled baseline, when ranked, is a dashed line, not a sample."""
+    df = _require(ranking, ["top1_mean"], "error_ecdf")
+    base = df[df["role"] == "baseline"] if "role" in df else df.iloc[:0]
+    errors = np.sort(1 - df.drop(base.index)["top1_mean"].dropna().to_numpy(float))
+    if not len(errors):
+        raise ValueError("error_ecdf needs at least one candidate with a top-1")
+    fig, ax = _figure()
+    ax.step(errors, np.arange(1, len(errors) + 1) / len(errors), where="post", color="tab:blue",
+            marker="o", markersize=3, label=f"candidates ({len(errors)})")  # a dot per candidate
+    for _, b in base.iterrows():
+        ax.axvline(1 - b["top1_mean"], color="black", linestyle="--", linewidth=1,
+                   label=f"unscaled baseline ({1 - b['top1_mean']:.4f})")
+    ax.set_ylim(0, 1.02)
+    return _labelled(fig, ax, "top-1 error (1 − mean top-1 over seeds)", "fraction of candidates with error ≤ x",
+                     "Step 1: the candidates' error distribution (EDF)")
 
 
 def accuracy_vs_macs(table: pd.DataFrame, label: str = "candidate_id", color_by: str | None = "role") -> Figure:

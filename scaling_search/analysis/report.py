@@ -175,6 +175,14 @@ def grid_page(run_dir: Path) -> Page:
                 lambda: plots.landscape(ranking))
         _figure(page, "accuracy_vs_macs", "Mean top-1 against MACs, with the Pareto front",
                 lambda: plots.accuracy_vs_macs(ranking))
+        tied = "; ringed: the candidates tied with the best" if plots.tied_mask(ranking).any() else ""
+        _figure(page, "cost_split", "Each candidate's split of the cost exponent, (e_d, e_w, e_r) = "
+                "(ln α, 2 ln β, 2 ln γ) / ln(α·β²·γ²), coloured by top-1; the paper's split, uniform (1/3 "
+                f"each) and pycls's fast (d1_w8_r1) marked{tied}. The unscaled baseline (1, 1, 1) has no "
+                "split (α·β²·γ² = 1) and is left off.", lambda: plots.cost_split(ranking))
+        _figure(page, "error_ecdf", "The candidates' top-1 errors (1 − mean top-1) as an empirical "
+                "distribution function, pycls's error EDF" + ("; the unscaled baseline dashed" if len(base) else ""),
+                lambda: plots.error_ecdf(ranking))
     _trial_figures(page, epochs, results)
     coefficients = run_dir / "coefficients.yaml"
     if coefficients.is_file():
