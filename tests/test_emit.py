@@ -124,3 +124,18 @@ def test_scale_replaces_its_own_earlier_emission(run_cli, tmp_path):
         assert r.returncode == 0, r.stderr
     assert [p.name for p in (out / "model").iterdir()] == ["resnet18_phi2.yaml"]
     assert (out / "report.html").is_file()
+
+
+def test_emitted_members_above_b0_carry_growing_dropout(reference):
+    """Not B0's 0.2 for every φ: the paper's rule, 0.2 at B0 to 0.5 at B7's cost, in each config,
+    and the rebuilt network has it. φ = 1 measures B2's cost and gets B2's 0.3 within 0.05."""
+    rounding = Rounding()
+    family = _family("efficientnet_b0", PAPER_COEFFICIENTS, range(8), rounding)
+    configs = [model_config(m, PAPER_COEFFICIENTS, rounding, 1000, 224) for m in family]
+    dropouts = [cfg["dropout"] for cfg in configs]
+    assert dropouts[0] == 0.2 and dropouts == sorted(dropouts) and dropouts[-1] == pytest.approx(0.5)
+    assert len(set(dropouts[1:])) == 7 and min(dropouts[1:]) > 0.2
+    assert abs(dropouts[1] - reference["official_coefficients"]["b2"]["dropout_rate"]) <= 0.05
+    for m, cfg in zip(family, configs):
+        assert model_from_config(cfg).network == m.model.network
+    assert list(summary_frame(family)["dropout"]) == dropouts

@@ -1,4 +1,4 @@
-"""Step 2's plan: compound members at each φ and single-dimension baselines at matched MACs."""
+"""Step 2's plan: compound members at each φ and other scaling rules' members at matched MACs."""
 
 import math
 
@@ -7,6 +7,7 @@ from torch import nn
 
 from scaling_search.models.backbones import get_backbone, register_backbone, unregister_backbone
 from scaling_search.plan.family import DIMENSIONS, match_macs, plan_family
+from scaling_search.plan.rules import FIXED
 from scaling_search.models.scaling import PAPER_COEFFICIENTS, Coefficients, Multipliers, Rounding
 
 SMALL = dict(base=Multipliers(0.5, 0.5), resolution_px=32, num_classes=10)
@@ -72,8 +73,28 @@ def test_plan_holds_compound_members_and_matched_baselines():
 def test_plan_for_mobilenet_and_a_subset_of_baselines():
     members = plan_family("mobilenet_v2", PAPER_COEFFICIENTS, [1], baselines=["width"], **SMALL)
     assert [m.member_id for m in members] == ["compound_phi1", "width_phi1"]
-    with pytest.raises(ValueError, match="baselines must be among depth, width, resolution"):
+    with pytest.raises(ValueError, match="unknown scaling rule 'height'; give depth, width, resolution"):
         plan_family("mobilenet_v2", PAPER_COEFFICIENTS, [1], baselines=["height"])
+
+
+@pytest.mark.parametrize("backbone,kw", [("efficientnet_b0", SMALL), ("resnet50", dict(num_classes=10)),
+                                         ("mobilenet_v2", dict(resolution_px=96, num_classes=10))])
+def test_the_single_dimension_rules_are_the_baselines_of_before(backbone, kw):
+    """The depth, width and resolution rules give the networks, MACs and factors that the
+    single-dimension search (``match_macs``, the path these baselines took before rules) finds
+    for the compound member's MACs: the same numbers, to the bit."""
+    members = plan_family(backbone, PAPER_COEFFICIENTS, [-1, 1, 2, 3], regularisation=FIXED, **kw)
+    by = {m.member_id: m for m in members}
+    base = kw.get("base", Multipliers())
+    for phi in ("m1", "1", "2", "3"):
+        compound = by[f"compound_phi{phi}"]
+        for dim in DIMENSIONS:
+            m = by[f"{dim}_phi{phi}"]
+            factor, model, cost = match_macs(backbone, dim, compound.cost.macs, base, kw.get("resolution_px"),
+                                             num_classes=kw["num_classes"])
+            assert m.model == model and m.cost == cost, (dim, phi)
+            assert getattr(m.scale, f"{dim}_mult") == factor
+            assert [getattr(m.scale, f"{d}_mult") for d in DIMENSIONS if d != dim] == [1.0, 1.0]
 
 
 def test_negative_phi_matches_downwards():

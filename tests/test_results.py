@@ -102,16 +102,19 @@ def test_store_roundtrip_and_finished_ids(tmp_path):
 def test_mcnemar_exact_and_the_paired_interval_match_hand_computed_values():
     """Discordant pairs 8 (a right only) and 2 (b right only) of 100 images. McNemar's exact
     test: two-sided binomial, 2 * P(X <= 2 | n=10, 1/2) = 2 * (1 + 10 + 45) / 1024 = 0.109375.
-    Wald interval for paired proportions (Agresti 10.1.1): d = 6/100, var = (10 - 36/100)/100^2,
-    so 0.06 +- 1.959964 * 0.0310483 = (-0.0008534, 0.1208534)."""
+    The Clopper-Pearson 95% interval of 8/10 is 0.4439 to 0.9748 (the tabulated exact binomial
+    limits), so the difference's is (10/100)(2p - 1): -0.01122 to 0.09496, holding 0 as p > 0.05."""
     from scaling_search.analysis.results import paired_over_images
 
     a = np.array([True] * 8 + [False] * 2 + [True] * 60 + [False] * 30)
     b = np.array([False] * 8 + [True] * 2 + [True] * 60 + [False] * 30)
     diff, lo, hi, p = paired_over_images(a, b)
     assert diff == pytest.approx(0.06)
-    assert (lo, hi) == (pytest.approx(-0.0008534, abs=1e-6), pytest.approx(0.1208534, abs=1e-6))
+    assert (lo, hi) == (pytest.approx(0.1 * (2 * 0.4439 - 1), abs=2e-5), pytest.approx(0.1 * (2 * 0.9748 - 1), abs=2e-5))
     assert p == pytest.approx(0.109375)
+    # 10 discordant, all one way: p = 2 / 1024 < 0.05, and the interval excludes 0 with it
+    diff, lo, hi, p = paired_over_images(np.r_[np.ones(10), np.zeros(90)].astype(bool), np.zeros(100, bool))
+    assert p == pytest.approx(2 / 1024) and lo > 0
 
 
 def test_the_paired_seed_interval_uses_students_t():

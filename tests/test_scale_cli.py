@@ -124,3 +124,42 @@ def test_multirun_writes_one_folder_per_job(run_cli, tmp_path):
     r = run_cli(PROG, "--multirun", "backbone=resnet18,mobilenet_v2", "phis=[0]")
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "results" / "scale").iterdir()) == ["mobilenet_v2", "resnet18"]
+
+
+@pytest.mark.slow  # a whole emission in a subprocess
+def test_emits_the_family_of_another_rule_at_the_compound_macs(run_cli, tmp_path):
+    """``rule=fast``: at each φ, pycls's fast rule's network matched to the compound member's MACs."""
+    out = tmp_path / "out"
+    r = run_cli(PROG, f"out_dir={out}", "phis=[0,1,2]", "rule=fast_max256", "report=false")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (out / "model").iterdir()) == [
+        "efficientnet_b0_fast_max256_phi1.yaml", "efficientnet_b0_fast_max256_phi2.yaml", "efficientnet_b0_phi0.yaml"]
+    summary = pd.read_csv(out / "summary.csv")
+    assert (summary["resolution_px"] <= 256).all()
+    cfg = OmegaConf.load(out / "model" / "efficientnet_b0_fast_max256_phi2.yaml")
+    assert cfg.rule == "fast_max256" and abs(cfg.cost.macs / cfg.target_macs - 1) < 0.05
+    assert cfg.width_mult > cfg.depth_mult > 1  # most of the cost goes to width
+    assert 0.2 < cfg.dropout < 0.5
+    assert not (out / "published.csv").exists()  # the published B0-B7 are the compound family's
+
+
+@pytest.mark.parametrize("args,message", [
+    (["rule=nope"], "rule: unknown scaling rule 'nope'; give depth, width, resolution, uniform, fast"),
+    (["train=true", "rule=fast"], "rule=fast names the emitted family; with train=true the compound family is "
+                                  "trained: add fast to baselines instead and leave rule=compound"),
+    (["train=true", "baselines=[depth,compound]"], "baselines must be a list drawn from the scaling rules: "
+                                                   "compound is the family every rule is compared with"),
+    (["train=true", "baselines=[d1_g1]"], "baselines must be a list drawn from the scaling rules: scaling rule "
+                                          "'d1_g1' scales groups (g)"),
+    (["train=true", "baselines=[fast_max100]"], "its resolution cap of 100 px is below the base network's 224 px"),
+    (["regularisation.dropout=[0.2,1.5]"], "regularisation.dropout must be [start, end], each a number in [0, 1)"),
+    (["regularisation.end_macs_ratio=0.5"], "regularisation.end_macs_ratio must be a finite number > 1"),
+    (["train=true", "baselines=[fast]", "phis=[30]"], "phis: at phi=30 the width of the fast baseline grows by "
+                                                      "1.29821^30"),  # 1.92027^0.4
+])
+def test_bad_rules_and_regularisation_are_one_line(capsys, tmp_path, args, message):
+    with pytest.raises(SystemExit) as e:
+        preflight(PROG, "scale", [*args, f"out_dir={tmp_path / 'out'}"], validate)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"{PROG}: error: ") and message in err[0], err

@@ -56,6 +56,36 @@ def test_family_and_baselines_are_trained_and_tabled(local_run):
     compound1 = family.set_index("candidate_id").loc["compound_phi1"]
     assert model_from_config(cfg).cost(10).macs == compound1["macs"] == cfg.cost.macs
     assert cfg.num_classes == 10
+    # each trial trained with its member's dropout: the base's 0.2 (ResNet's own is 0), more at phi=1
+    members = pd.read_csv(out / "members.csv").set_index("candidate_id")
+    assert members.loc["compound_phi0", "dropout"] == 0.2
+    assert (members.loc[["compound_phi1", "depth_phi1", "width_phi1", "resolution_phi1"], "dropout"]
+            == members.loc["compound_phi1", "dropout"]).all() and members.loc["compound_phi1", "dropout"] > 0.2
+    specs = [json.loads(p.read_text())["spec"] for p in (out / "trials").glob("*.json")]
+    assert specs and {sp["candidate_id"]: sp["dropout"] for sp in specs} == members["dropout"].to_dict()
+
+
+@pytest.mark.slow  # a Step-2 training run of 6 networks
+def test_any_rules_are_trained_tabled_and_reported(run_cli, tmp_path):
+    """Rules beside the single dimensions, each matched to the compound member's MACs: trained,
+    in family.csv and comparison.csv under their names, and in the report."""
+    out = tmp_path / "run"
+    r = run_cli(PROG, *TINY[:-1], "runner=local", "baselines=[width,fast,d1_w2_r1,uniform_max20]", f"out_dir={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    family = pd.read_csv(out / "family.csv")
+    assert list(family["role"]) == ["compound", "compound", "width", "d1_w2_r1", "fast", "uniform_max20"]
+    assert (family["macs_mismatch"].abs() < 0.2).all()
+    assert family.loc[family["role"] == "uniform_max20", "resolution_px"].item() <= 20
+    comparison = pd.read_csv(out / "comparison.csv").iloc[0]
+    others = {m: comparison[f"{m}_top1"] for m in ("width", "d1_w2_r1", "fast", "uniform_max20")}
+    assert comparison["best_single"] == "width"  # the only single dimension
+    assert comparison["best_rule"] == max(others, key=others.get)
+    assert comparison["compound_rule_margin"] == pytest.approx(comparison["compound_top1"] - max(others.values()))
+    html = (out / "report.html").read_text()
+    assert all(name in html for name in ("fast_phi1", "d1_w2_r1_phi1", "uniform_max20_phi1"))
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{out / 'optuna.db'}")
+    assert {t.params["method"] for t in study.get_trials()} == {"compound", "width", "fast", "d1_w2_r1",
+                                                                "uniform_max20"}
 
 
 @pytest.mark.slow  # a whole Step-2 training run (the module's first use trains it)
@@ -108,6 +138,23 @@ def test_dry_run_lists_the_members_and_writes_nothing(run_cli, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # a subprocess planning 8 networks
+def test_dry_run_lists_any_rules_matched_to_the_compound_macs(run_cli, tmp_path):
+    """``baselines`` is a list of scaling rules: names, pycls notation, weights, capped or not."""
+    r = run_cli(PROG, "experiment=step2_demo", "dry_run=true", "phis=[0,2]",
+                "baselines=[width,fast,uniform,d1_w2_r1,fast_max40,{depth:2,resolution:1}]",
+                f"out_dir={tmp_path / 'run'}")
+    assert r.returncode == 0, r.stderr
+    rows = [line.split("|") for line in r.stdout.splitlines() if line.startswith("| ") and "_phi" in line]
+    assert [row[1].strip() for row in rows] == [
+        "compound_phi0", "compound_phi2", "width_phi2", "fast_phi2", "uniform_phi2", "d1_w2_r1_phi2",
+        "fast_max40_phi2", "d2_r1_phi2"]
+    mismatch = [float(row[13]) for row in rows]  # macs_mismatch: every rule matched to compound_phi2's MACs
+    assert all(abs(x) < 0.1 for x in mismatch)
+    assert int(rows[6][7]) <= 40  # resolution_px under the cap
+    assert not (tmp_path / "run").exists()
+
+
 STEP1_COEFFICIENTS = """# Step-1 winner of results/grid/x (resnet18 proxy on digits):
 # d1.20_w1.10_r1.15, validation top-1 0.9800 over 1 seed(s)
 depth_coef: 1.2
@@ -149,7 +196,7 @@ def test_a_bad_coefficients_file_is_one_line_exit_2_nothing_written(run_cli, tmp
 
 @pytest.mark.parametrize("args,message", [
     (["coefficients.depth_coef=1.5"], "coefficients break the constraint"),
-    (["baselines=[height]"], "baselines must be a list drawn from ['depth', 'width', 'resolution']"),
+    (["baselines=[height]"], "baselines must be a list drawn from the scaling rules: unknown scaling rule 'height'"),
     (["runner=optuna_tpe"], "runner.kind must be ray or local for Step 2"),
     (["seeds_per_member=0"], "seeds_per_member must be a positive integer"),
     (["base.width_mult=0"], "base.width_mult must be a number > 0"),

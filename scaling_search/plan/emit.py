@@ -20,7 +20,8 @@ from scaling_search.files import staged_directory
 from scaling_search.models.backbones import ScaledModel, get_backbone
 from scaling_search.models.reference import BASELINE, published_efficientnets
 from scaling_search.models.scaling import REFERENCE_ROUNDING, Coefficients, Multipliers, Rounding
-from scaling_search.plan.family import Member, plan_family
+from scaling_search.plan.family import COMPOUND, Member, plan_family
+from scaling_search.plan.rules import FIXED, regularised
 from scaling_search.tables import markdown
 
 
@@ -41,8 +42,12 @@ def model_config(member: Member, coefficients: Coefficients, rounding: Rounding,
         "num_classes": num_classes,
         "rounding": asdict(rounding),
     }
+    if member.method != COMPOUND:  # another rule's member, matched to the compound member's MACs
+        cfg["rule"] = member.method
+        cfg["target_macs"] = member.target_macs
     if net is not None:
-        cfg["dropout"] = net.dropout
+        cfg["dropout"] = net.dropout  # set by the plan's regularisation for this member's cost
+        cfg["drop_path"] = net.drop_path
         cfg["stem_channels"] = net.stem.channels
         cfg["head_channels"] = net.head_channels
         cfg["stages"] = [
@@ -67,7 +72,8 @@ def model_from_config(cfg: Mapping) -> ScaledModel:
         backbone = get_backbone(cfg["backbone"])
         multipliers = Multipliers(cfg["depth_mult"], cfg["width_mult"], cfg["resolution_mult"])
         rounding = Rounding(**cfg["rounding"])
-        model = backbone.scale(multipliers, rounding, cfg["base_resolution_px"])
+        model = regularised(backbone.scale(multipliers, rounding, cfg["base_resolution_px"]),
+                            cfg.get("dropout"), cfg.get("drop_path"))
     except KeyError as e:
         raise ValueError(f"model config lacks the field {e.args[0]!r}") from None
     except TypeError as e:
@@ -102,6 +108,7 @@ def summary_frame(members: Sequence[Member]) -> pd.DataFrame:
             "activations": m.cost.activations,
             "macs_ratio": m.macs_ratio,
             "formula_macs_ratio": m.formula_macs_ratio,
+            "dropout": net.dropout if net is not None else None,
         })
     return pd.DataFrame(rows)
 
@@ -127,7 +134,7 @@ def published_comparison(coefficients: Coefficients, rounding: Rounding = REFERE
     published = published_efficientnets()
     family = [p for p in published if p.params is not None]  # B0..B7, the ones in Table 2
     formulas = plan_family(BASELINE, coefficients, range(len(family)), baselines=(), rounding=rounding,
-                           num_classes=num_classes)
+                           num_classes=num_classes, regularisation=FIXED)
     rows = []
     for k, (pub, member) in enumerate(zip(family, formulas)):
         formula, formula_cost = member.model, member.cost
@@ -161,7 +168,7 @@ def published_comparison(coefficients: Coefficients, rounding: Rounding = REFERE
 SUMMARY_FORMATS = {
     "phi": "{:g}", "depth_mult": "{:.3f}", "width_mult": "{:.3f}", "resolution_mult": "{:.3f}",
     "params": "{:,}", "macs": "{:,}", "activations": "{:,}",
-    "macs_ratio": "{:.3f}", "formula_macs_ratio": "{:.3f}",
+    "macs_ratio": "{:.3f}", "formula_macs_ratio": "{:.3f}", "dropout": "{:.2f}",
 }
 PUBLISHED_FORMATS = {
     "formula_depth_mult": "{:.3f}", "formula_width_mult": "{:.3f}", "formula_params": "{:,}",
@@ -200,7 +207,9 @@ def write_family(out_dir: Path, members: Sequence[Member], coefficients: Coeffic
     with staged_directory(out_dir) as stage:
         (stage / "model").mkdir()
         for name, cfg in configs.items():
-            header = (f"# {backbone} compound-scaled at phi={cfg['phi']:g} "
+            how = "compound-scaled" if "rule" not in cfg else \
+                f"scaled by the {cfg['rule']} rule to the MACs of the compound member"
+            header = (f"# {backbone} {how} at phi={cfg['phi']:g} "
                       f"(alpha={coefficients.depth_coef:g}, beta={coefficients.width_coef:g}, "
                       f"gamma={coefficients.resolution_coef:g}).\n"
                       f"# Emitted by `python -m {prog}`. Use: +model={name} "

@@ -1,4 +1,9 @@
-"""Step 2 without training: plan the compound family of a backbone and write its configs."""
+"""Step 2 without training: plan the family of a backbone and write its configs.
+
+The family is the compound one, or, with ``rule`` set, that scaling rule's: at each φ the
+rule's network matched to the compound member's measured MACs (φ = 0 is the base network).
+Either way each member's dropout is the one ``regularisation`` sets for its cost.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,11 @@ from scaling_search.settings import ScaleSettings
 def emit_family(s: ScaleSettings, prog: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The family at ``s.phis`` written to ``s.out_dir``; (summary, published comparison or None)."""
     base = Multipliers(s.base_depth_mult, s.base_width_mult)
-    members = plan_family(s.backbone, s.coefficients, s.phis, baselines=(), base=base,
-                          resolution_px=s.resolution_px, rounding=s.rounding, num_classes=s.num_classes)
+    rules = () if s.rule is None else (s.rule,)
+    members = plan_family(s.backbone, s.coefficients, s.phis, baselines=rules, base=base,
+                          resolution_px=s.resolution_px, rounding=s.rounding, num_classes=s.num_classes,
+                          regularisation=s.regularisation)
+    if s.rule is not None:
+        members = [m for m in members if m.method == s.rule.name or m.phi == 0]
     return write_family(s.out_dir, members, s.coefficients, s.rounding, s.num_classes, s.resolution_px, base,
-                        plain(asdict(s)), s.compare_published, prog)
+                        plain(asdict(s)), s.compare_published and s.rule is None, prog)

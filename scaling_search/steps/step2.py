@@ -1,4 +1,4 @@
-"""Step 2 end to end: the scaled family and its single-dimension baselines, trained and compared.
+"""Step 2 end to end: the scaled family and the scaling rules it is compared with, trained and compared.
 
 The plan (``plan.family.plan_family``) is written down first; then every member goes through
 Step 1's run pipeline (``steps.pipeline``): trained with the same trainer and runners (Ray Tune
@@ -8,15 +8,18 @@ the records alone, so an interrupted run resumes where it stopped.
 Output, in ``out_dir``: ``step2.json`` (what defines the run), ``members.csv``, ``configs/``
 (the family's model configs, from the emitter), ``trials/``, ``results.parquet|csv``,
 ``epochs.parquet|csv``, ``family.csv|md`` (top-1 against MACs, params and activations per
-member), ``comparison.csv|md`` (per φ: compound against each single dimension), ``optuna.db``
-and ``ray/``.
+member), ``comparison.csv|md`` (per φ: compound against each rule, the best single dimension
+and the best rule of all), ``optuna.db`` and ``ray/``.
+
+Each member trains with the dropout (and drop-path) the run's ``regularisation`` sets for its
+φ's cost (``plan.rules.Regularisation``), carried to the trial in its spec.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import optuna
@@ -28,7 +31,8 @@ from scaling_search.models.scaling import Multipliers
 from scaling_search.plan.emit import write_family
 from scaling_search.plan.family import COMPOUND, DIMENSIONS, METHODS, Member, plan_family
 from scaling_search.settings import ScaleSettings
-from scaling_search.steps.pipeline import RunFolder, check_apart, collect, launch, trial_specs, with_training_macs
+from scaling_search.steps.pipeline import (RunFolder, check_apart, collect, data_identity, launch, trial_specs,
+                                           with_training_macs)
 from scaling_search.tables import markdown, verdict, write_table
 from scaling_search.train.data import num_classes_of, train_image_count
 from scaling_search.train.execution import RunFailed, ray_session, uses_ray
@@ -65,7 +69,7 @@ def plan(s: ScaleSettings) -> tuple[list[Member], int]:
     num_classes = num_classes_of(s.data)
     members = plan_family(s.backbone, s.coefficients, s.phis, s.baselines,
                           Multipliers(s.base_depth_mult, s.base_width_mult), s.resolution_px,
-                          s.rounding, num_classes)
+                          s.rounding, num_classes, s.regularisation)
     return members, num_classes
 
 
@@ -73,7 +77,8 @@ def identity(s: ScaleSettings) -> dict:
     """The settings that decide what a Step-2 trial computes (φ and seeds may grow on a re-run)."""
     return plain({"backbone": s.backbone, "coefficients": asdict(s.coefficients),
                   "base": [s.base_depth_mult, s.base_width_mult, s.resolution_px],
-                  "data": asdict(s.data), "rounding": asdict(s.rounding),
+                  "data": data_identity(s.data), "rounding": asdict(s.rounding),
+                  "regularisation": s.regularisation.as_dict(),
                   "trainer": {k: v for k, v in asdict(s.trainer).items() if k != "num_threads"}})
 
 
@@ -109,6 +114,10 @@ def train_family(s: ScaleSettings, out=sys.stdout) -> Step2Outcome | None:
     by_cost = sorted(members, key=lambda m: (-m.cost.macs, m.member_id))
     specs = trial_specs(s.tag, [(m.member_id, m.per_phi_coefficients(s.coefficients), m.model) for m in by_cost],
                         s.seeds, s.resolution_px, s.rounding, s.imports)
+    # The trial rebuilds its network from the spec: the regularisation goes with it.
+    nets = {m.member_id: m.model.network for m in members}
+    specs = [sp if (net := nets[sp.candidate_id]) is None else
+             replace(sp, dropout=net.dropout, drop_path=net.drop_path) for sp in specs]
     config = plain(asdict(s))
 
     def write_plan(out_dir: Path, num_classes: int) -> None:
@@ -125,32 +134,38 @@ def train_family(s: ScaleSettings, out=sys.stdout) -> Step2Outcome | None:
         with ray_session(s.runner, uses_ray(s.runner_kind)):
             launch(run, config, specs, columns, data=s.data, trainer=s.trainer, runner_kind=s.runner_kind,
                    runner=s.runner, study_storage=s.study_storage, study_name=s.study_name, params_of=params_of,
-                   distributions=_distributions(s.phis), study_attrs=STUDY_ATTRS, write_plan=write_plan, out=out)
+                   distributions=_distributions(s.phis, [COMPOUND, *(r.name for r in s.baselines)]),
+                   study_attrs=STUDY_ATTRS, write_plan=write_plan, out=out)
         return summarise(s.out_dir, out)
 
 
-def _distributions(phis: Sequence[float]) -> dict:
-    return {"method": optuna.distributions.CategoricalDistribution(list(METHODS)),
+def _distributions(phis: Sequence[float], methods: Sequence[str]) -> dict:
+    return {"method": optuna.distributions.CategoricalDistribution(list(methods)),
             "phi": optuna.distributions.FloatDistribution(min(phis), max(phis))}
 
 
 def comparison_frame(family: pd.DataFrame) -> pd.DataFrame:
-    """Per φ > 0: each method's top-1 and MACs, the best single dimension, and compound's margin."""
+    """Per φ > 0: each method's top-1 and MACs; the best single dimension and compound's margin
+    over it (the paper's comparison); and the best of every rule and compound's margin over that."""
     rows = []
     for phi, group in family[family["phi"] != 0].groupby("phi"):
         by = {r["role"]: r for _, r in group.iterrows()}
         if COMPOUND not in by:
             continue
         row = {"phi": phi, "compound_macs": by[COMPOUND]["macs"], "compound_top1": by[COMPOUND]["top1_mean"]}
-        singles = {}
-        for dim in DIMENSIONS:
-            if dim in by:
-                row[f"{dim}_macs"] = by[dim]["macs"]
-                row[f"{dim}_top1"] = singles[dim] = by[dim]["top1_mean"]
+        others = {}
+        for method in sorted((m for m in by if m != COMPOUND), key=_method_order):
+            row[f"{method}_macs"] = by[method]["macs"]
+            row[f"{method}_top1"] = others[method] = by[method]["top1_mean"]
+        singles = {m: v for m, v in others.items() if m in DIMENSIONS}
         if singles:
             best = max(singles, key=singles.get)
             row.update(best_single=best, compound_margin=row["compound_top1"] - singles[best],
                        compound_wins=bool(row["compound_top1"] > singles[best]))
+        if others:
+            best = max(others, key=others.get)
+            row.update(best_rule=best, compound_rule_margin=row["compound_top1"] - others[best],
+                       compound_beats_every_rule=bool(row["compound_top1"] > others[best]))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -166,7 +181,7 @@ def summarise(out_dir: Path, out=sys.stdout) -> Step2Outcome:
                                 ignore_index=True)
     write_table(family, out_dir / "family", FAMILY_FORMATS)
     comparison = comparison_frame(family)
-    formats = {c: "{:.4f}" for c in comparison if c.endswith("top1") or c == "compound_margin"}
+    formats = {c: "{:.4f}" for c in comparison if c.endswith(("top1", "margin"))}
     formats.update({c: "{:,.0f}" for c in comparison if c.endswith("macs")})
     write_table(comparison, out_dir / "comparison", formats)
     shown = ["candidate_id", "role", "phi", "resolution_px", "macs", "macs_ratio", "macs_mismatch",
@@ -177,9 +192,14 @@ def summarise(out_dir: Path, out=sys.stdout) -> Step2Outcome:
             best = f"the best single dimension, {r['best_single']} ({r[r['best_single'] + '_top1']:.4f})"
             print(f"phi={r['phi']:g}: compound (top-1 {r['compound_top1']:.4f}) "
                   f"{verdict(r['compound_margin'], best)}, at matched MACs", file=out)
+        if isinstance(r.get("best_rule"), str) and r["best_rule"] not in DIMENSIONS:
+            best = f"the best other rule, {r['best_rule']} ({r[r['best_rule'] + '_top1']:.4f})"
+            print(f"phi={r['phi']:g}: compound (top-1 {r['compound_top1']:.4f}) "
+                  f"{verdict(r['compound_rule_margin'], best)}, at matched MACs", file=out)
     print(f"Step-2 tables in {out_dir} (family.md, comparison.md)", file=out, flush=True)
     return Step2Outcome(out_dir, family, comparison, len(results), failed)
 
 
-def _method_order(method: str) -> int:
-    return METHODS.index(method) if method in METHODS else len(METHODS)
+def _method_order(method: str) -> str:
+    """The paper's methods in their order (compound, depth, width, resolution), then the others by name."""
+    return f"{METHODS.index(method) if method in METHODS else len(METHODS)}:{method}"

@@ -19,7 +19,9 @@ import torch
 
 from scaling_search.models.backbones import ScaledModel, get_backbone, import_plugins
 from scaling_search.models.scaling import Coefficients, Multipliers, Rounding
-from scaling_search.train.data import ImageData
+from scaling_search.plan.rules import regularised
+from scaling_search.train.data import FolderData, ImageData
+from scaling_search.train.records import pack_correct
 from scaling_search.train.status import FAILED, OK
 from scaling_search.train.trainer import Diverged, OnEpoch, TrainSettings, train
 
@@ -42,6 +44,8 @@ class TrialSpec:
     base_resolution_px: int | None
     rounding: dict
     imports: tuple[str, ...] = ()
+    dropout: float | None = None  # None: the backbone's own (Step 2 sets it by the member's cost)
+    drop_path: float | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -67,7 +71,7 @@ def trial_id(backbone_tag: str, candidate_id: str, seed: int) -> str:
     return f"{backbone_tag}_{candidate_id}_s{seed}"
 
 
-def run_trial(spec: TrialSpec, data: ImageData, settings: TrainSettings,
+def run_trial(spec: TrialSpec, data: ImageData | FolderData, settings: TrainSettings,
               on_epoch: OnEpoch | None = None, state: dict | None = None, node_id: str = "") -> dict:
     """Builds and trains the spec's network; returns the final row (never raises ``Exception``).
 
@@ -81,6 +85,7 @@ def run_trial(spec: TrialSpec, data: ImageData, settings: TrainSettings,
         model = get_backbone(spec.backbone).scale(
             Multipliers(spec.depth_mult, spec.width_mult, spec.resolution_mult),
             Rounding(**spec.rounding), spec.base_resolution_px)
+        model = regularised(model, spec.dropout, spec.drop_path)
         torch.manual_seed(spec.seed)  # the same initial weights for the same seed, any process
         module = model.build(data.num_classes, zero_init_residual=settings.zero_init_residual)
         result = train(module, data, model.resolution_px, settings, spec.seed, on_epoch, state)
@@ -88,6 +93,7 @@ def run_trial(spec: TrialSpec, data: ImageData, settings: TrainSettings,
                    final_top1=result.final_top1, best_top1=result.best_top1,
                    final_val_loss=result.history[-1]["val/loss"], epochs=len(result.history),
                    train_time_s=result.train_time_s, images_per_s=result.images_per_s,
+                   val_correct=pack_correct(None if result.val_correct is None else result.val_correct.numpy()),
                    device=result.device)
     except Exception as e:  # noqa: BLE001 - a failed trial is a result, not a crash
         row["error"] = f"{type(e).__name__}: {e}".strip()
