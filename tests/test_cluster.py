@@ -57,18 +57,22 @@ def write_image_folder(root: Path, classes=("red", "green", "blue"), per_class: 
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A two-node Ray cluster for the module: (address, {node ids}, env for a driver beside it)."""
+    """A two-node Ray cluster for the module: (address, {node ids}, env for a driver beside it,
+    the folder where its workers pair their trials)."""
     pytest.importorskip("ray")
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     env = {**os.environ, "PYTHONPATH": _pythonpath(), "RAY_TMPDIR": ray_tmp}
     env.pop("RAY_ADDRESS", None)
+    # The cluster's workers (not the drivers) pair their first two trials: tests/plugins/paired_backbone.py
+    pair = Path(ray_tmp) / "pair"
+    pair.mkdir()
     proc = subprocess.Popen([sys.executable, "-c", CLUSTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, env=env)
+                            text=True, env={**env, "SCALING_SEARCH_TEST_PAIR": str(pair)})
     try:
         line = proc.stdout.readline().split()
         assert len(line) == 3, f"the cluster did not start (exit status {proc.poll()})"
         address, *nodes = line
-        yield address, set(nodes), env
+        yield address, set(nodes), env, pair
     finally:
         proc.stdin.close()
         try:
@@ -94,10 +98,13 @@ def _finished(run: tuple[subprocess.Popen, Path]) -> None:
 
 @pytest.mark.slow
 def test_a_search_on_a_two_node_cluster_equals_a_single_node_search(cluster, tmp_path):
-    address, nodes, env = cluster
+    address, nodes, env, pair = cluster
     root = tmp_path / "shared" / "images"  # the path every node reads (one disk here)
     write_image_folder(root)
-    config = [*TINY, "trainer.epochs=1", "trainer.num_threads=1", "data=imagefolder", f"data.root={root}",
+    # paired_net: ResNet-18 whose first two trials on the cluster wait for each other, so they run
+    # at once, on the two one-CPU nodes (Tune may otherwise reuse one actor for every trial).
+    config = [*TINY, "imports=[paired_backbone]", "backbone.name=paired_net", "trainer.epochs=1",
+              "trainer.num_threads=1", "data=imagefolder", f"data.root={root}",
               f"data.cache_dir={tmp_path / 'cache'}", "runner=ray"]
     # Both at once, for the test's wall time (most of each run is start-up).
     on_cluster = _grid(env, tmp_path / "cluster.log", *config, f"runner.address={address}",
@@ -117,6 +124,7 @@ def test_a_search_on_a_two_node_cluster_equals_a_single_node_search(cluster, tmp
 
     on_cluster = pd.read_parquet(tmp_path / "cluster" / "results.parquet")
     assert len(on_cluster) == 4 and (on_cluster["status"] == "ok").all()
+    assert len(list(pair.glob("built-*"))) == 4  # the cluster's trials built paired_net there
     assert set(on_cluster["node_id"]) == nodes  # every trial on a node of the cluster, and both used
     assert (on_cluster["node"] == socket.gethostname()).all()
     assert set(pd.read_csv(tmp_path / "cluster" / "results.csv")["node_id"]) == nodes
