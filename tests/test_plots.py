@@ -77,6 +77,15 @@ def test_scaling_curves_start_every_method_at_the_base_network():
         plots.scaling_curves(FAMILY, cost="flops")
 
 
+def test_scaling_curves_draw_a_users_rule_too():
+    """A rule without a style of its own (``d1_w2_r1``) is drawn, from the base network on."""
+    user = pd.DataFrame({"candidate_id": ["d1_w2_r1_phi1"], "role": ["d1_w2_r1"], "phi": [1],
+                         "macs": [2.05e6], "macs_ratio": [2.05], "top1_mean": [0.85]})
+    fig = plots.scaling_curves(pd.concat([FAMILY, user], ignore_index=True))
+    lines = {c.get_label(): c.lines[0] for c in fig.axes[0].containers}
+    assert "d1_w2_r1 scaling" in lines and list(lines["d1_w2_r1 scaling"].get_xdata()) == [1e6, 2.05e6]
+
+
 def test_macs_growth_against_two_to_the_phi():
     fig = plots.macs_growth(FAMILY, product=1.92)
     lines = {line.get_label(): line for line in fig.axes[0].get_lines()}

@@ -230,7 +230,7 @@ COST_LABELS = {"macs": "MACs per image (multiply-adds, log scale)", "params": "p
 
 def scaling_curves(family: pd.DataFrame, cost: str = "macs") -> Figure:
     """Step 2: top-1 against ``cost`` (``macs``, ``params`` or ``activations``) for compound
-    scaling and each single dimension (the paper's Figure 3 and 8); every curve starts at the
+    scaling and each other rule (the paper's Figure 3 and 8); every curve starts at the
     φ = 0 base network. The members are matched in MACs, so only the MACs plot compares at equal
     cost; the other two show what each method spends its MACs on."""
     if cost not in COST_LABELS:
@@ -238,9 +238,10 @@ def scaling_curves(family: pd.DataFrame, cost: str = "macs") -> Figure:
     df = _require(family, ["role", "phi", cost, "top1_mean"], "scaling_curves")
     base = df[df["phi"] == 0]
     fig, ax = _figure()
-    for method in [m for m in METHOD_STYLE if m in set(df["role"])]:
+    roles = [r for r in dict.fromkeys(df["role"]) if r != "base"]  # a user's rules too, in table order
+    for method in [m for m in METHOD_STYLE if m in roles] + [m for m in roles if m not in METHOD_STYLE]:
         g = pd.concat([base, df[(df["role"] == method) & (df["phi"] != 0)]]).sort_values(cost)
-        color, marker = METHOD_STYLE[method]
+        color, marker = METHOD_STYLE.get(method, (None, "D"))  # None: matplotlib's next colour
         yerr = _ci95(g)
         ax.errorbar(g[cost], g["top1_mean"], yerr=yerr, color=color, marker=marker, capsize=2,
                     label=f"{method} scaling" if method != "compound" else "compound scaling (α, β, γ)")
@@ -249,7 +250,7 @@ def scaling_curves(family: pd.DataFrame, cost: str = "macs") -> Figure:
                         textcoords="offset points", color=color)
     ax.set_xscale("log")
     return _labelled(fig, ax, COST_LABELS[cost], "validation top-1",
-                     "Compound against single-dimension scaling at matched MACs" if cost == "macs"
+                     "Compound against other scaling rules at matched MACs" if cost == "macs"
                      else f"The same networks against {cost}")
 
 
