@@ -229,6 +229,14 @@ def trial_bytes(settings: DataSettings, images: int, px: int, max_resolution_px:
     return held
 
 
+def _placement(in_memory: bool, transforms: str) -> str:
+    if not in_memory:
+        return "streamed from the cache"
+    if transforms == "crop":  # feed.LoaderFeed: one copy per node, read ahead
+        return "held in memory (the page cache, read ahead once and shared by the node's trials)"
+    return "held in memory by each trial"
+
+
 def load_image_folder(settings: DataSettings, max_resolution_px: int, out=None) -> FolderData:
     """Scans the folder, decodes it into the cache unless a run did before, and decides whether
     trials hold it in memory (``data.mode``; ``auto`` by ``data.memory_budget_gb``)."""
@@ -245,7 +253,7 @@ def load_image_folder(settings: DataSettings, max_resolution_px: int, out=None) 
            f"{need / 2**30:.2f} GB per trial {'within' if in_memory else 'over'} "
            f"data.memory_budget_gb={settings.memory_budget_gb:g}")
     print(f"image folder: {len(cache.train_rows):,} training and {len(cache.val_rows):,} validation images "
-          f"at {px} px, {'held in memory by each trial' if in_memory else 'streamed from the cache'} ({why})",
+          f"at {px} px, {_placement(in_memory, settings.transforms)} ({why})",
           file=out, flush=True)
     return FolderData("imagefolder", cache, settings.transforms, settings.flip, in_memory,
                       2 if settings.workers is None else settings.workers, settings)
