@@ -35,29 +35,22 @@ from scaling_search.train.image_folder import CachedFolder
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
 
 
-def _normaliser(mean, std, device: torch.device, memory_format: torch.memory_format):
-    """uint8 (0-255) batch -> float32 normalised, on ``device``, in ``memory_format``."""
-    m = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255
-    inv = 1 / (torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255)
+class _Normaliser:
+    """uint8 (0-255) batch -> float32 normalised, on ``device``, in ``memory_format``; picklable,
+    so a CPU trial's DataLoader workers can run it as their collate step (``collate``)."""
 
-    def convert(x: torch.Tensor) -> torch.Tensor:
-        x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        return x.float().sub_(m).mul_(inv)  # one float copy, in its layout
-    return convert
+    def __init__(self, mean, std, device: torch.device, memory_format: torch.memory_format):
+        self.m = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255
+        self.inv = 1 / (torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255)
+        self.device, self.memory_format = device, memory_format
 
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        return x.float().sub_(self.m).mul_(self.inv)  # one float copy, in its layout
 
-class _NormalisingCollate:
-    """A CPU trial's batches, stacked and normalised in the DataLoader workers (picklable), so
-    the conversion runs beside training, not in its process."""
-
-    def __init__(self, mean, std, memory_format: torch.memory_format):
-        self.mean, self.std, self.memory_format = mean, std, memory_format
-
-    def __call__(self, samples):
-        x = torch.stack([s[0] for s in samples]).contiguous(memory_format=self.memory_format)
-        m = torch.as_tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1) * 255
-        inv = 1 / (torch.as_tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1) * 255)
-        return x.float().sub_(m).mul_(inv), torch.stack([s[1] for s in samples])
+    def collate(self, samples) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stacks and normalises in the worker, beside training rather than between its steps."""
+        return self(torch.stack([s[0] for s in samples])), torch.stack([s[1] for s in samples])
 
 
 class TensorFeed:
@@ -74,7 +67,7 @@ class TensorFeed:
             mean, std = data.mean_std()
             self.train_x, self.val_x = (_resize_u8(x, resolution_px).pin_memory()
                                         for x in (data.train_images, data.val_images))
-            self.convert = _normaliser(mean, std, device, memory_format)
+            self.convert = _Normaliser(mean, std, device, memory_format)
         else:  # indexing a channels-last tensor gives channels-last batches: no per-batch copy
             self.train_x, self.val_x = (x.contiguous(memory_format=memory_format)
                                         for x in data.at_resolution(resolution_px))
@@ -109,22 +102,18 @@ def _resize_u8(images: torch.Tensor, px: int, chunk: int = 2048) -> torch.Tensor
 
 
 class CacheRows(torch.utils.data.Dataset):
-    """Rows of an image cache, as (transformed uint8 image, label); reads by offset (``pread``)
-    unless ``images`` holds the rows in memory."""
+    """Rows of an image cache, as (transformed uint8 image, label), read by offset (``pread``)."""
 
-    def __init__(self, cache: CachedFolder, rows: tuple[int, ...], labels: tuple[int, ...], transform,
-                 images: torch.Tensor | None = None):
+    def __init__(self, cache: CachedFolder, rows: tuple[int, ...], labels: tuple[int, ...], transform):
         self.path, self.px, self.size = cache.path, cache.px, cache.image_bytes
         self.rows, self.labels = torch.tensor(rows), torch.tensor(labels)
-        self.transform, self.images = transform, images
+        self.transform = transform
         self._fd: tuple[int, int] | None = None  # (pid, fd): a forked worker opens its own
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def _read(self, row: int) -> torch.Tensor:
-        if self.images is not None:
-            return self.images[row]
         if self._fd is None or self._fd[0] != os.getpid():
             self._fd = (os.getpid(), os.open(self.path, os.O_RDONLY))
         buf = bytearray(os.pread(self._fd[1], self.size, row * self.size))
@@ -135,6 +124,10 @@ class CacheRows(torch.utils.data.Dataset):
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_fd": None}
+
+    def __del__(self) -> None:  # a reused Ray actor trains many trials: close what this process opened
+        if self._fd is not None and self._fd[0] == os.getpid():
+            os.close(self._fd[1])
 
 
 def transforms_for(kind: str, resolution_px: int, flip: bool, train: bool):
@@ -161,7 +154,7 @@ def _read_ahead(path: str) -> None:
 
 
 class LoaderFeed:
-    """DataLoader workers over an image cache, in memory or read from disk per image."""
+    """DataLoader workers over an image cache, read per image through the page cache."""
 
     def __init__(self, data: FolderData, resolution_px: int, batch: int, eval_batch: int,
                  device: torch.device, memory_format: torch.memory_format = torch.contiguous_format):
@@ -176,10 +169,11 @@ class LoaderFeed:
         self.steps_per_epoch = len(self.train_set) // self.batch
         self.num_val = len(self.val_set)
         self.workers, self.device = data.workers, device
+        normalise = _Normaliser(c.mean, c.std, device, memory_format)
         if device.type == "cuda":  # uint8 batches, pinned, converted on the GPU
-            self.collate, self.convert = None, _normaliser(c.mean, c.std, device, memory_format)
+            self.collate, self.convert = None, normalise
         else:
-            self.collate, self.convert = _NormalisingCollate(c.mean, c.std, memory_format), (lambda x: x)
+            self.collate, self.convert = normalise.collate, (lambda x: x)
 
     def _loader(self, dataset, batch: int, gen: torch.Generator | None, train: bool):
         return torch.utils.data.DataLoader(
