@@ -175,8 +175,9 @@ def load_cifar(settings: DataSettings) -> ImageData:
 class FolderData:
     """An image folder, decoded into a disk cache: what a trial needs to read it, not the images.
 
-    ``in_memory``: the trial reads the whole cache into memory (else DataLoader workers read
-    batches from it). ``transforms``: ``crop`` or ``resize`` (``DataSettings``).
+    ``in_memory``: with ``resize``, each trial holds the images in memory (``to_image_data``);
+    with ``crop``, the cache is read ahead into the page cache once (``feed.LoaderFeed``). Else
+    DataLoader workers stream it. ``transforms``: ``crop`` or ``resize`` (``DataSettings``).
     """
 
     name: str
@@ -198,7 +199,7 @@ class FolderData:
             return self
         cache = ensure_cache(scan(self.settings), self.cache.px, self.settings.cache_dir,
                              self.settings.workers, out)
-        if cache.path.rsplit("/", 2)[-2] != self.cache.path.rsplit("/", 2)[-2]:
+        if Path(cache.path).parent.name != Path(self.cache.path).parent.name:  # the content key
             raise ValueError(f"{self.settings.root} differs on this node from the driver's copy (another "
                              "file list, size or modification time); data.root must be the same folder on every node")
         return FolderData(self.name, cache, self.transforms, self.flip, self.in_memory, self.workers, self.settings)
