@@ -176,10 +176,10 @@ def grid_distributions(space: SearchSpace) -> dict:
 
 
 def _interval(c: dict) -> str:
-    """``+0.0195 (95% interval +0.0060 to +0.0330 over 359 images)``."""
+    """``95% interval +0.0060 to +0.0330 over 359 images``, of a ``results.compare``."""
     if not c or not c["by"]:
-        return "(no paired interval)"
-    return f"{c['diff']:+.4f}, 95% interval {c['lo']:+.4f} to {c['hi']:+.4f} over {c['by']}"
+        return "no paired interval"
+    return f"95% interval {c['lo']:+.4f} to {c['hi']:+.4f} over {c['by']}"
 
 
 def summarise(out_dir: Path, backbone: str, data_name: str, rounding: Rounding, emit_phis: tuple[float, ...],
@@ -223,7 +223,7 @@ def summarise(out_dir: Path, backbone: str, data_name: str, rounding: Rounding, 
               f"{', '.join(tied['candidate_id']) or 'not known (no paired data)'}\n")
     if base_row:
         header += (f"# unscaled proxy baseline: top-1 {base_row['top1_mean']:.4f}; winner - baseline "
-                   f"{_interval(margin)}\n")
+                   f"{win['top1_mean'] - base_row['top1_mean']:+.4f}, {_interval(margin)}\n")
     atomic_write_text(out_dir / "coefficients.yaml", coefficients_yaml(coefficients, header))
     family = plan_family(backbone, coefficients, emit_phis, baselines=(), rounding=rounding,
                          num_classes=emit_num_classes)
@@ -237,7 +237,7 @@ def summarise(out_dir: Path, backbone: str, data_name: str, rounding: Rounding, 
         against = f"; {verdict(win['top1_mean'] - base_row['top1_mean'], 'the unscaled baseline')}"
         if margin["by"]:
             significant = margin["tied"] is False and margin["diff"] > 0
-            against += (f" (95% interval {margin['lo']:+.4f} to {margin['hi']:+.4f} over {margin['by']}: "
+            against += (f" ({_interval(margin)}: "
                         f"{'significant' if significant else 'not significant'})")
     if lost:
         print(f"{len(lost)} of {len(tried)} candidates failed in every seed ({', '.join(lost[:5])}"
