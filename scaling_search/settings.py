@@ -401,6 +401,7 @@ class ScaleConfig(AppConfig):
     baselines: list[Any] = field(default_factory=lambda: list(DIMENSIONS))  # rules: names or weights
     regularisation: RegularisationConfig = field(default_factory=RegularisationConfig)
     seeds_per_member: int = 1
+    macs_tolerance: float = 0.05  # a verdict between networks whose MACs differ by more is flagged
 
 
 def checked(config_schema: type, cfg: object) -> Any:
@@ -580,6 +581,7 @@ class ScaleSettings:
     runner: RaySettings | None = None
     seed: int = 0
     seeds_per_member: int = 1
+    macs_tolerance: float = 0.05
     study_storage: str | None = None
     study_name: str | None = None
     dry_run: bool = False
@@ -633,8 +635,12 @@ class ScaleSettings:
             _check_rule_growth(c.phis, coefficients.product, bases, baselines)
             _choice("runner.kind", c.runner.kind, ("ray", "local"),
                     " for Step 2 (it trains a fixed family; optuna_tpe samples Step-1 coefficients)")
+            if not 0 < c.macs_tolerance < 1:
+                raise ValueError(f"macs_tolerance must be a fraction between 0 and 1 (0.05: the MACs of "
+                                 f"two compared networks may differ by 5%), not {c.macs_tolerance}")
             training = dict(_training(c, c.seeds_per_member, "seeds_per_member"),
-                            baselines=tuple(baselines), seeds_per_member=c.seeds_per_member)
+                            baselines=tuple(baselines), seeds_per_member=c.seeds_per_member,
+                            macs_tolerance=c.macs_tolerance)
         return cls(**shared, coefficients=coefficients, phis=tuple(c.phis), resolution_px=c.resolution_px,
                    num_classes=c.num_classes, compare_published=c.compare_published,
                    coefficients_source=source, base_depth_mult=c.base.depth_mult,

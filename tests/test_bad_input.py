@@ -205,6 +205,8 @@ ROWS = [
     (SCALE, ["coefficients_file={tmp}/broken.yaml"], "broken.yaml' is not valid YAML"),
     (SCALE, ["train=true", "seeds_per_member=0"], "seeds_per_member must be a positive integer"),
     (SCALE, ["train=true", "seeds_per_member=5000"], "seeds_per_member must be at most 1,000"),
+    (SCALE, ["train=true", "macs_tolerance=0"], "macs_tolerance must be a fraction between 0 and 1"),
+    (SCALE, ["train=true", "macs_tolerance=nan"], "macs_tolerance must be a fraction between 0 and 1"),
     (SCALE, ["train=true", "seed=-1"], "seed must be an integer >= 0, got -1"),
     (SCALE, ["train=true", "trainer.lr=inf"], "trainer.lr must be a finite number > 0, got inf"),
     (SCALE, ["train=true", "trainer.momentum=1.5"], "trainer.momentum must be a number in [0, 1), got 1.5"),

@@ -151,8 +151,13 @@ def test_step2_report_renders_its_tables_and_plots_in_chromium(runs, browser, tm
     assert _column(page, "family", "candidate_id") == list(family["candidate_id"])
     assert [float(v) for v in _column(page, "family", "top1_mean")] == list(family["top1_mean"])
     assert [float(v) for v in _column(page, "comparison", "compound_top1")] == list(comparison["compound_top1"])
+    verdicts = pd.read_csv(run / "verdicts.csv")
+    assert _column(page, "verdicts", "rule") == list(verdicts["rule"]) == ["depth", "width", "resolution"]
+    assert _column(page, "verdicts", "verdict") == list(verdicts["verdict"])
     notes = page.inner_text("ul.notes")
-    assert f"φ=1: compound (top-1 {comparison.loc[0, 'compound_top1']:.4f})" in notes
+    for v in verdicts.to_dict("records"):  # each verdict in words, paired over the validation images
+        assert (f"φ=1: compound (top-1 {comparison.loc[0, 'compound_top1']:.4f}) " in notes
+                and f"{v['rule']} ({v['rule_top1']:.4f})" in notes and "over " in notes)
 
 
 @pytest.mark.slow  # the `runs` fixture: a whole grid search and a Step-2 run

@@ -349,3 +349,64 @@ def test_a_proxy_that_cannot_separate_the_candidates_says_so(tmp_path):
     out = io.StringIO()
     step1.summarise(tmp_path, "resnet18", "digits", Rounding(), (1.0,), 10, out)
     assert "2 of 2 candidates" in out.getvalue() and "the proxy cannot separate the candidates" in out.getvalue()
+
+
+def _member(store: TrialStore, role: str, phi: float, macs: int, right: int, seed: int = 0, of: int = 200):
+    """A Step-2 trial whose final model got the first ``right`` of ``of`` validation images right."""
+    import numpy as np
+
+    from scaling_search.train.records import pack_correct
+
+    cid = f"{role}_phi{phi:g}"
+    spec = {"trial_id": f"t_{cid}_s{seed}", "candidate_id": cid, "seed": seed}
+    columns = {"role": role, "phi": phi, "depth_scale": 1.0, "width_scale": 1.0, "resolution_scale": 1.0,
+               "resolution_px": 32, "params": 1000, "macs": macs, "activations": 10, "macs_ratio": 1.0,
+               "target_macs": macs, "macs_mismatch": 0.0, "depth_mult": 1.0, "width_mult": 1.0,
+               "resolution_mult": 1.0}
+    row = {"trial_id": spec["trial_id"], "status": "ok", "error": "", "final_top1": right / of,
+           "best_top1": right / of, "val_correct": pack_correct(np.arange(of) < right)}
+    store.save(spec, row, [], columns)
+
+
+def test_step2_verdicts_are_paired_and_flag_unmatched_macs(tmp_path):
+    """One seed, 200 validation images. Compound gets 190 right; depth 150 (40 discordant images,
+    all compound's: McNemar p = 2 * 0.5^40); resolution 188 (2 discordant: tied) but at 11.6%
+    more MACs, beyond the 5% tolerance. The p-value and interval come from scipy, not the code."""
+    from scipy import stats
+
+    from scaling_search.steps import step2
+
+    store = TrialStore(tmp_path)
+    _member(store, "compound", 0, 1_000_000, 170)
+    _member(store, "compound", 1, 2_000_000, 190)
+    _member(store, "depth", 1, 2_020_000, 150)
+    _member(store, "resolution", 1, 2_232_000, 188)
+    out = io.StringIO()
+    outcome = step2.summarise(tmp_path, out, macs_tolerance=0.05)
+    v = outcome.verdicts.set_index("rule")
+    assert list(v.index) == ["depth", "resolution"] and list(v["verdict"]) == ["beats", "ties"]
+    assert v.loc["depth", "diff"] == pytest.approx(0.2)
+    assert v.loc["depth", "p_mcnemar"] == pytest.approx(stats.binomtest(40, 40, 0.5).pvalue)
+    ci = stats.binomtest(2, 2, 0.5).proportion_ci(0.95, method="exact")  # resolution: 2 discordant
+    assert (v.loc["resolution", "diff_lo"], v.loc["resolution", "diff_hi"]) == pytest.approx(
+        (2 / 200 * (2 * ci.low - 1), 2 / 200 * (2 * ci.high - 1)))
+    assert list(v["macs_flag"]) == [False, True] and v.loc["resolution", "macs_mismatch"] == pytest.approx(0.116)
+    text = out.getvalue()
+    assert "phi=1: compound (top-1 0.9500) beats depth (0.7500) by +0.2000, 95% interval" in text
+    assert "over 200 images, at matched MACs (+1.0%)" in text
+    assert ("ties with resolution (0.9400): +0.0100, 95% interval" in text
+            and "at MACs +11.6% apart, beyond the 5% tolerance: not a matched comparison" in text)
+    assert "1 of 2 verdicts compare networks whose MACs differ by more than 5%" in text
+    written = __import__("pandas").read_csv(tmp_path / "verdicts.csv")
+    assert list(written["verdict"]) == ["beats", "ties"] and list(written["macs_flag"]) == [False, True]
+    # a wider tolerance matches them; several seeds pair over the seeds instead of the images
+    assert not step2.summarise(tmp_path, io.StringIO(), macs_tolerance=0.2).verdicts["macs_flag"].any()
+    for seed, (c, d) in enumerate([(180, 150), (185, 160)], start=1):
+        _member(store, "compound", 1, 2_000_000, c, seed)
+        _member(store, "depth", 1, 2_020_000, d, seed)
+    v = step2.summarise(tmp_path, io.StringIO()).verdicts.set_index("rule")
+    diffs = [0.2, 0.15, 0.125]
+    lo, hi = stats.t.interval(0.95, 2, loc=sum(diffs) / 3, scale=stats.sem(diffs))
+    assert v.loc["depth", "paired_by"] == "3 seeds" and v.loc["depth", "verdict"] == "beats"
+    assert (v.loc["depth", "diff_lo"], v.loc["depth", "diff_hi"]) == pytest.approx((lo, hi))
+    assert v.loc["resolution", "verdict"] == "ties"  # still one common seed: over its images

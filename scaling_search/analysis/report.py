@@ -32,15 +32,15 @@ import pandas as pd
 from scaling_search.analysis import plots
 from scaling_search.environment import capture
 from scaling_search.files import atomic_write_text
-from scaling_search.tables import verdict
+from scaling_search.tables import verdict, verdict_line
 from scaling_search.models.scaling import Coefficients
 
 PROG = "scaling_search.report"
 REPORT_FILE = "report.html"
 MARKERS = {"search.json": "grid", "step2.json": "step2", "multirun_summary.csv": "multirun",
            "summary.csv": "family"}
-KIND_TITLES = {"grid": "Step 1: grid search", "step2": "Step 2: scaled family against single-dimension "
-               "baselines", "family": "Step 2: scaled family (configs)", "multirun": "Multirun sweep"}
+KIND_TITLES = {"grid": "Step 1: grid search", "step2": "Step 2: the compound family against other scaling "
+               "rules", "family": "Step 2: scaled family (configs)", "multirun": "Multirun sweep"}
 
 
 @dataclass
@@ -197,6 +197,7 @@ def grid_page(run_dir: Path) -> Page:
 def step2_page(run_dir: Path) -> Page:
     page = Page(f"{KIND_TITLES['step2']}: {run_dir.name}")
     family, comparison = _read(run_dir / "family.csv"), _read(run_dir / "comparison.csv")
+    verdicts = _read(run_dir / "verdicts.csv")
     results, epochs = _read(run_dir / "results.csv", _trial_count(run_dir)), _read(run_dir / "epochs.csv")
     identity = _json(run_dir / "step2.json")
     c = identity.get("coefficients", {})
@@ -208,15 +209,14 @@ def step2_page(run_dir: Path) -> Page:
     if results is not None:
         page.summary += [("trials", f"{len(results)} ({int((results['status'] == 'failed').sum())} failed)"),
                          ("seeds", str(results["seed"].nunique()))]
-    if comparison is not None:
-        for _, r in comparison.iterrows():
-            if isinstance(r.get("best_single"), str):
-                page.notes.append(
-                    f"φ={r['phi']:g}: compound (top-1 {r['compound_top1']:.4f}) "
-                    f"{verdict(r['compound_margin'], 'the best single dimension, ' + r['best_single'])} "
-                    f"({r[r['best_single'] + '_top1']:.4f}) at matched MACs.")
+    if verdicts is not None:
+        page.notes += [verdict_line(v, "φ") for v in verdicts.to_dict("records")]
+        flagged = int(verdicts["macs_flag"].astype(bool).sum())
+        if flagged:
+            page.notes.append(f"{flagged} of {len(verdicts)} verdicts compare networks whose MACs differ by more "
+                              f"than the tolerance (macs_flag in verdicts.csv): read them as not matched.")
     if family is not None and len(family):
-        _figure(page, "scaling_curves", "Top-1 against MACs: compound against depth, width or resolution alone",
+        _figure(page, "scaling_curves", "Top-1 against MACs: compound against each scaling rule",
                 lambda: plots.scaling_curves(family))
         for cost in ("params", "activations"):
             _figure(page, f"scaling_curves_{cost}", f"The same networks' top-1 against {cost}",
@@ -226,8 +226,11 @@ def step2_page(run_dir: Path) -> Page:
         _figure(page, "macs_growth", "Measured MACs growth of the compound family against 2^φ",
                 lambda: plots.macs_growth(family, _product(c)))
     _trial_figures(page, epochs, results)
+    if verdicts is not None:
+        page.tables.append(("verdicts", "Per φ and rule: compound's paired verdict, and whether the MACs matched "
+                                        "(verdicts.csv)", verdicts))
     if comparison is not None:
-        page.tables.append(("comparison", "Per φ: compound against each single dimension (comparison.csv)",
+        page.tables.append(("comparison", "Per φ: every rule's top-1 and MACs beside compound's (comparison.csv)",
                             comparison))
     if family is not None:
         page.tables.append(("family", "Every member: cost and top-1 over seeds (family.csv)", family))

@@ -8,8 +8,11 @@ the records alone, so an interrupted run resumes where it stopped.
 Output, in ``out_dir``: ``step2.json`` (what defines the run), ``members.csv``, ``configs/``
 (the family's model configs, from the emitter), ``trials/``, ``results.parquet|csv``,
 ``epochs.parquet|csv``, ``family.csv|md`` (top-1 against MACs, params and activations per
-member), ``comparison.csv|md`` (per φ: compound against each rule, the best single dimension
-and the best rule of all), ``optuna.db`` and ``ray/``.
+member), ``verdicts.csv|md`` (per φ and rule: compound beats, ties or loses, by a paired 95%
+interval over seeds, or over the validation images with one seed; flagged where the two
+networks' MACs differ by more than ``macs_tolerance``), ``comparison.csv|md`` (per φ, one row:
+every rule's top-1 and MACs, the best single dimension and the best rule of all),
+``optuna.db`` and ``ray/``.
 
 Each member trains with the dropout (and drop-path) the run's ``regularisation`` sets for its
 φ's cost (``plan.rules.Regularisation``), carried to the trial in its spec.
@@ -25,7 +28,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from scaling_search.analysis.results import rank
+from scaling_search.analysis.results import compare, correctness, rank
 from scaling_search.files import plain
 from scaling_search.models.scaling import Multipliers
 from scaling_search.plan.emit import write_family
@@ -33,14 +36,16 @@ from scaling_search.plan.family import COMPOUND, DIMENSIONS, METHODS, Member, pl
 from scaling_search.settings import ScaleSettings
 from scaling_search.steps.pipeline import (RunFolder, check_apart, collect, data_identity, launch, trial_specs,
                                            with_training_macs)
-from scaling_search.tables import markdown, verdict, write_table
+from scaling_search.tables import markdown, paired_verdict, verdict_line, write_table
 from scaling_search.train.data import num_classes_of, train_image_count
 from scaling_search.train.execution import RunFailed, ray_session, uses_ray
+from scaling_search.train.records import TrialStore
 from scaling_search.train.status import OK
 
 IDENTITY_FILE = "step2.json"
 # What a Step-2 run writes into its folder besides what every run folder holds (pipeline.RUN_FILES).
-OUTPUTS = ("members.csv", "configs", "family.csv", "family.md", "comparison.csv", "comparison.md")
+OUTPUTS = ("members.csv", "configs", "family.csv", "family.md", "comparison.csv", "comparison.md",
+           "verdicts.csv", "verdicts.md")
 MEMBER_KEYS = ("candidate_id", "role", "phi", "depth_scale", "width_scale", "resolution_scale",
                "resolution_px", "params", "macs", "activations", "macs_ratio", "target_macs",
                "macs_mismatch")
@@ -53,6 +58,12 @@ FAMILY_FORMATS = {"phi": "{:g}", "depth_scale": "{:.3f}", "width_scale": "{:.3f}
                   "top1_mean": "{:.4f}", "top1_std": "{:.4f}", "top1_ci95": "{:.4f}",
                   "top1_per_mmacs": "{:.4f}", "train_macs": "{:.3e}"}
 STUDY_ATTRS = ("role", "phi", "macs", "params", "resolution_px", "macs_ratio")
+VERDICT_COLUMNS = ["phi", "rule", "compound_top1", "rule_top1", "diff", "diff_lo", "diff_hi", "p_mcnemar",
+                   "paired_by", "verdict", "compound_macs", "rule_macs", "macs_mismatch", "macs_flag",
+                   "macs_tolerance"]
+VERDICT_FORMATS = {"phi": "{:g}", "compound_top1": "{:.4f}", "rule_top1": "{:.4f}", "diff": "{:+.4f}",
+                   "diff_lo": "{:+.4f}", "diff_hi": "{:+.4f}", "p_mcnemar": "{:.3g}", "compound_macs": "{:,}",
+                   "rule_macs": "{:,}", "macs_mismatch": "{:+.1%}"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,7 @@ class Step2Outcome:
     run_dir: Path
     family: pd.DataFrame  # one row per member (top-1 over seeds)
     comparison: pd.DataFrame  # one row per φ > 0
+    verdicts: pd.DataFrame  # one row per (φ > 0, rule)
     trials: int
     failed: int
 
@@ -136,7 +148,7 @@ def train_family(s: ScaleSettings, out=sys.stdout) -> Step2Outcome | None:
                    runner=s.runner, study_storage=s.study_storage, study_name=s.study_name, params_of=params_of,
                    distributions=_distributions(s.phis, [COMPOUND, *(r.name for r in s.baselines)]),
                    study_attrs=STUDY_ATTRS, write_plan=write_plan, out=out)
-        return summarise(s.out_dir, out)
+        return summarise(s.out_dir, out, s.macs_tolerance)
 
 
 def _distributions(phis: Sequence[float], methods: Sequence[str]) -> dict:
@@ -170,8 +182,35 @@ def comparison_frame(family: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summarise(out_dir: Path, out=sys.stdout) -> Step2Outcome:
-    """Builds the tables from the records and prints the compound-vs-single verdict."""
+def verdicts_frame(family: pd.DataFrame, results: pd.DataFrame, correct: dict,
+                   macs_tolerance: float) -> pd.DataFrame:
+    """Per φ > 0 and rule: compound's top-1 minus the rule's (``diff``), paired (``results.compare``:
+    over the seeds both trained, or over the validation images of one seed) with its 95%
+    interval; ``verdict`` beats, ties or loses; and the two networks' measured MACs, with
+    ``macs_flag`` where they differ by more than ``macs_tolerance`` (a rounding step can make a
+    rule's network jump past the compound one's cost: such a verdict is not at matched MACs)."""
+    rows = []
+    for phi, group in family[family["phi"] != 0].groupby("phi"):
+        by = {r["role"]: r for _, r in group.iterrows()}
+        if COMPOUND not in by:
+            continue
+        c = by[COMPOUND]
+        for method in sorted((m for m in by if m != COMPOUND), key=_method_order):
+            r = by[method]
+            pair = compare(results, correct, c["candidate_id"], r["candidate_id"])
+            diff = pair["diff"] if pair["tied"] is not None else c["top1_mean"] - r["top1_mean"]
+            mismatch = r["macs"] / c["macs"] - 1
+            rows.append({"phi": phi, "rule": method, "compound_top1": c["top1_mean"], "rule_top1": r["top1_mean"],
+                         "diff": diff, "diff_lo": pair["lo"], "diff_hi": pair["hi"], "p_mcnemar": pair["p"],
+                         "paired_by": pair["by"], "verdict": paired_verdict(diff, pair["tied"]),
+                         "compound_macs": int(c["macs"]), "rule_macs": int(r["macs"]), "macs_mismatch": mismatch,
+                         "macs_flag": bool(abs(mismatch) > macs_tolerance),
+                         "macs_tolerance": macs_tolerance})
+    return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+
+
+def summarise(out_dir: Path, out=sys.stdout, macs_tolerance: float = 0.05) -> Step2Outcome:
+    """Builds the tables from the records and prints compound's paired verdict against each rule."""
     results, failed = collect(out_dir, RESULT_COLUMNS, out)
     if not (results["status"] == OK).any():
         raise RunFailed(f"every one of the {len(results)} trials failed; no table was written; "
@@ -184,20 +223,19 @@ def summarise(out_dir: Path, out=sys.stdout) -> Step2Outcome:
     formats = {c: "{:.4f}" for c in comparison if c.endswith(("top1", "margin"))}
     formats.update({c: "{:,.0f}" for c in comparison if c.endswith("macs")})
     write_table(comparison, out_dir / "comparison", formats)
+    verdicts = verdicts_frame(family, results, correctness(TrialStore(out_dir).load()), macs_tolerance)
+    write_table(verdicts, out_dir / "verdicts", VERDICT_FORMATS)
     shown = ["candidate_id", "role", "phi", "resolution_px", "macs", "macs_ratio", "macs_mismatch",
              "top1_mean", "top1_std", "seeds"]
     print(markdown(family[shown], FAMILY_FORMATS), file=out)
-    for _, r in comparison.iterrows():
-        if "best_single" in r and isinstance(r["best_single"], str):
-            best = f"the best single dimension, {r['best_single']} ({r[r['best_single'] + '_top1']:.4f})"
-            print(f"phi={r['phi']:g}: compound (top-1 {r['compound_top1']:.4f}) "
-                  f"{verdict(r['compound_margin'], best)}, at matched MACs", file=out)
-        if isinstance(r.get("best_rule"), str) and r["best_rule"] not in DIMENSIONS:
-            best = f"the best other rule, {r['best_rule']} ({r[r['best_rule'] + '_top1']:.4f})"
-            print(f"phi={r['phi']:g}: compound (top-1 {r['compound_top1']:.4f}) "
-                  f"{verdict(r['compound_rule_margin'], best)}, at matched MACs", file=out)
-    print(f"Step-2 tables in {out_dir} (family.md, comparison.md)", file=out, flush=True)
-    return Step2Outcome(out_dir, family, comparison, len(results), failed)
+    for v in verdicts.to_dict("records"):
+        print(verdict_line(v), file=out)
+    flagged = int(verdicts["macs_flag"].sum()) if len(verdicts) else 0
+    if flagged:
+        print(f"{flagged} of {len(verdicts)} verdicts compare networks whose MACs differ by more than "
+              f"{macs_tolerance:.0%} (macs_flag in verdicts.csv)", file=out)
+    print(f"Step-2 tables in {out_dir} (family.md, verdicts.md, comparison.md)", file=out, flush=True)
+    return Step2Outcome(out_dir, family, comparison, verdicts, len(results), failed)
 
 
 def _method_order(method: str) -> str:
