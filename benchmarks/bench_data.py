@@ -10,6 +10,9 @@ smooth waves plus noise, quality 85) and measures, side by side in one run:
    - scaling_search, first pass: a fresh cache (decode once, with ``--workers`` threads) plus
      one pass read from it (``data.mode=stream``);
    - scaling_search, cached: a pass of a second run that finds the cache (stream and memory).
+
+   Each loader runs ``--repeats`` times, interleaved, and the table gives the medians and
+   the range: single passes of a few seconds vary by up to 1.5x on a 2-core VM.
 2. **Peak memory of one trial** (``--rss``): a fresh process trains a small proxy (ResNet-18 at
    depth 0.5, width 0.25) at 224 px for ``--steps`` steps on N and on 10*N images, streamed.
    Reported: the trial's peak RSS, and the peak PSS of its whole process tree (trial + DataLoader
@@ -25,6 +28,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,17 +105,26 @@ def ours_pass(root: Path, cache: Path, px: int, workers: int, mode: str) -> tupl
     return time.perf_counter() - t0, n
 
 
-def loader_table(root: Path, px: int, workers: int, scratch: Path) -> list[dict]:
-    rows = []
-    cache = scratch / "cache"
-    t_tv, n_tv = torchvision_pass(root, px, workers)
-    rows.append({"loader": "torchvision ImageFolder + DataLoader (every pass)", "s": t_tv, "images": n_tv})
-    t_first, n = ours_pass(root, cache, px, workers, "stream")
-    rows.append({"loader": "scaling_search, first pass (decode into cache + stream one pass)", "s": t_first, "images": n})
-    t_cached, n = ours_pass(root, cache, px, workers, "stream")
-    rows.append({"loader": "scaling_search, cached, streamed", "s": t_cached, "images": n})
-    t_mem, n = ours_pass(root, cache, px, workers, "memory")
-    rows.append({"loader": "scaling_search, cached, held in memory", "s": t_mem, "images": n})
+LOADERS = ("torchvision ImageFolder + DataLoader (every pass)",
+           "scaling_search, first pass (decode into cache + stream one pass)",
+           "scaling_search, cached, streamed", "scaling_search, cached, held in memory")
+
+
+def loader_table(root: Path, px: int, workers: int, scratch: Path, repeats: int) -> list[dict]:
+    """Each loader ``repeats`` times, interleaved (a fresh cache for every first pass); the
+    median of each, so that one noisy pass on a shared machine does not decide a ratio."""
+    times: dict[str, list[float]] = {name: [] for name in LOADERS}
+    images: dict[str, int] = {}
+    for k in range(repeats):
+        cache = scratch / f"cache{k}"
+        passes = [torchvision_pass(root, px, workers), ours_pass(root, cache, px, workers, "stream"),
+                  ours_pass(root, cache, px, workers, "stream"), ours_pass(root, cache, px, workers, "memory")]
+        for name, (seconds, n) in zip(LOADERS, passes):
+            times[name].append(seconds)
+            images[name] = n
+    rows = [{"loader": name, "s": statistics.median(times[name]), "images": images[name],
+             "spread": f"{images[name] / max(times[name]):,.0f}-{images[name] / min(times[name]):,.0f}"}
+            for name in LOADERS]
     for r in rows:
         r["img_per_s"] = r["images"] / r["s"]
         r["vs_torchvision"] = r["img_per_s"] / rows[0]["img_per_s"]
@@ -143,7 +156,16 @@ def trial_memory(root: Path, cache: Path, steps: int, workers: int) -> None:
         if done == steps:
             break
     print(json.dumps({"steps": done, "images": len(data.cache.train_rows) + len(data.cache.val_rows),
-                      "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "maxrss_mb": _peak_rss_mb()}))
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM). Not ``ru_maxrss``: Linux carries that across
+    ``execve``, so a child started by a large parent reports the parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _tree_pss_mb(pid: int) -> float:
@@ -199,6 +221,7 @@ def main() -> None:
     p.add_argument("--size", default="320x256", help="JPEG width x height")
     p.add_argument("--px", type=int, default=160, help="training resolution of the loader comparison")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5, help="passes of each loader, interleaved; medians")
     p.add_argument("--rss", action="store_true", help="also a trial's peak memory at N and 10*N images")
     p.add_argument("--steps", type=int, default=40, help="training steps of the memory trial")
     p.add_argument("--scratch", default=None, help="folder for the generated images and caches")
@@ -213,9 +236,11 @@ def main() -> None:
     root = make_folder(scratch / f"jpeg_{a.images}_{a.size}", a.images, a.classes, size)
     print(f"{a.images:,} JPEGs of {a.size} in {a.classes} classes ({time.perf_counter() - t0:.0f} s to make); "
           f"{os.cpu_count()} CPUs, torch {torch.__version__}, {a.workers} workers, {a.px} px\n")
-    print("| loader | seconds | images | img/s | vs torchvision |\n|:--|--:|--:|--:|--:|")
-    for r in loader_table(root, a.px, a.workers, scratch / f"run_{time.time_ns()}"):
-        print(f"| {r['loader']} | {r['s']:.1f} | {r['images']:,} | {r['img_per_s']:,.0f} | {r['vs_torchvision']:.2f}x |")
+    print(f"| loader | seconds (median of {a.repeats}) | images | img/s | range (img/s) | vs torchvision |\n"
+          "|:--|--:|--:|--:|--:|--:|")
+    for r in loader_table(root, a.px, a.workers, scratch / f"run_{time.time_ns()}", a.repeats):
+        print(f"| {r['loader']} | {r['s']:.1f} | {r['images']:,} | {r['img_per_s']:,.0f} | {r['spread']} | "
+              f"{r['vs_torchvision']:.2f}x |")
     if a.rss:
         print(f"\n| images | steps at 224 px | trial peak RSS (MB) | trial + workers peak PSS (MB) |\n|--:|--:|--:|--:|")
         rows = []
