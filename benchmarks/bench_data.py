@@ -11,6 +11,7 @@ smooth waves plus noise, quality 85) and measures, side by side in one run:
      one pass read from it (``data.mode=stream``);
    - scaling_search, cached: a pass of a second run that finds the cache (stream and memory).
 
+   With ``--ray-data``, also Ray Data (``read_images`` + ``map_batches``, decoded every pass).
    Each loader runs ``--repeats`` times, interleaved, and the table gives the medians and
    the range: single passes of a few seconds vary by up to 1.5x on a 2-core VM.
 2. **Peak memory of one trial** (``--rss``): a fresh process trains a small proxy (ResNet-18 at
@@ -105,26 +106,54 @@ def ours_pass(root: Path, cache: Path, px: int, workers: int, mode: str) -> tupl
     return time.perf_counter() - t0, n
 
 
+def ray_data_pass(root: Path, px: int) -> tuple[float, int]:
+    """One pass with Ray Data: ``read_images`` (files shuffled, every JPEG decoded on every pass)
+    and the same random-resized-crop + flip + normalisation in ``map_batches`` tasks, batches of
+    64 to torch. Ray runs with as many CPUs as the others have workers, started beforehand
+    (``main``), so its start-up is not timed."""
+    import ray
+    from torchvision.transforms import v2
+
+    tf = v2.Compose([v2.RandomResizedCrop(px, antialias=True), v2.RandomHorizontalFlip(),
+                     v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.47] * 3, [0.24] * 3)])
+    index = {c: i for i, c in enumerate(sorted(p.name for p in root.iterdir() if p.is_dir()))}
+
+    def transform(batch: dict) -> dict:
+        images = [tf(torch.from_numpy(im).permute(2, 0, 1)).numpy() for im in batch["image"]]
+        return {"image": np.stack(images), "label": np.array([index[Path(p).parent.name] for p in batch["path"]])}
+
+    t0, n = time.perf_counter(), 0
+    ds = ray.data.read_images(str(root), mode="RGB", include_paths=True, shuffle="files")
+    for b in ds.map_batches(transform, batch_size=BATCH).iter_torch_batches(batch_size=BATCH, drop_last=True):
+        n += len(b["label"])
+    return time.perf_counter() - t0, n
+
+
 LOADERS = ("torchvision ImageFolder + DataLoader (every pass)",
            "scaling_search, first pass (decode into cache + stream one pass)",
            "scaling_search, cached, streamed", "scaling_search, cached, held in memory")
+RAY_DATA = "Ray Data read_images + map_batches (every pass)"
 
 
-def loader_table(root: Path, px: int, workers: int, scratch: Path, repeats: int) -> list[dict]:
+def loader_table(root: Path, px: int, workers: int, scratch: Path, repeats: int,
+                 ray_data: bool = False) -> list[dict]:
     """Each loader ``repeats`` times, interleaved (a fresh cache for every first pass); the
     median of each, so that one noisy pass on a shared machine does not decide a ratio."""
-    times: dict[str, list[float]] = {name: [] for name in LOADERS}
+    names = (*LOADERS, RAY_DATA) if ray_data else LOADERS
+    times: dict[str, list[float]] = {name: [] for name in names}
     images: dict[str, int] = {}
     for k in range(repeats):
         cache = scratch / f"cache{k}"
         passes = [torchvision_pass(root, px, workers), ours_pass(root, cache, px, workers, "stream"),
                   ours_pass(root, cache, px, workers, "stream"), ours_pass(root, cache, px, workers, "memory")]
-        for name, (seconds, n) in zip(LOADERS, passes):
+        if ray_data:
+            passes.append(ray_data_pass(root, px))
+        for name, (seconds, n) in zip(names, passes):
             times[name].append(seconds)
             images[name] = n
     rows = [{"loader": name, "s": statistics.median(times[name]), "images": images[name],
              "spread": f"{images[name] / max(times[name]):,.0f}-{images[name] / min(times[name]):,.0f}"}
-            for name in LOADERS]
+            for name in names]
     for r in rows:
         r["img_per_s"] = r["images"] / r["s"]
         r["vs_torchvision"] = r["img_per_s"] / rows[0]["img_per_s"]
@@ -222,6 +251,7 @@ def main() -> None:
     p.add_argument("--px", type=int, default=160, help="training resolution of the loader comparison")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5, help="passes of each loader, interleaved; medians")
+    p.add_argument("--ray-data", action="store_true", help="also Ray Data's read_images (starts a local Ray)")
     p.add_argument("--rss", action="store_true", help="also a trial's peak memory at N and 10*N images")
     p.add_argument("--steps", type=int, default=40, help="training steps of the memory trial")
     p.add_argument("--scratch", default=None, help="folder for the generated images and caches")
@@ -238,7 +268,12 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, torch {torch.__version__}, {a.workers} workers, {a.px} px\n")
     print(f"| loader | seconds (median of {a.repeats}) | images | img/s | range (img/s) | vs torchvision |\n"
           "|:--|--:|--:|--:|--:|--:|")
-    for r in loader_table(root, a.px, a.workers, scratch / f"run_{time.time_ns()}", a.repeats):
+    if a.ray_data:
+        import ray
+
+        ray.init(num_cpus=a.workers, include_dashboard=False, log_to_driver=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+    for r in loader_table(root, a.px, a.workers, scratch / f"run_{time.time_ns()}", a.repeats, a.ray_data):
         print(f"| {r['loader']} | {r['s']:.1f} | {r['images']:,} | {r['img_per_s']:,.0f} | {r['spread']} | "
               f"{r['vs_torchvision']:.2f}x |")
     if a.rss:
