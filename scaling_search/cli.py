@@ -1,9 +1,10 @@
 """What the command-line apps share: their config schemas, and bad input as one line and exit 2.
 
-Importing this module registers the apps' schemas (``settings.GridConfig``, ``ScaleConfig``) in
-Hydra's ConfigStore, where ``conf/grid.yaml`` and ``conf/scale.yaml`` name them first in their
-defaults list. Hydra reports its own errors (a malformed override, an unknown key, a value of
-the wrong type) over several lines with exit status 1, after which nothing has been written.
+Importing this module registers the apps' schemas (``settings.GridConfig``, ``ScaleConfig``,
+``FidelityConfig``) in Hydra's ConfigStore, where ``conf/grid.yaml``, ``conf/scale.yaml`` and
+``conf/fidelity.yaml`` name them first in their defaults list. Hydra reports its own errors (a
+malformed override, an unknown key, a value of the wrong type) over several lines with exit
+status 1, after which nothing has been written.
 ``run_hydra_app`` first parses the overrides and composes the config with Hydra's own parser,
 so such errors become one line and exit status 2; ``user_errors`` does the same for errors
 raised by the app itself (a file system error names its path), and turns a run that ended with
@@ -30,10 +31,11 @@ from omegaconf import OmegaConf
 from omegaconf.errors import (InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException,
                              ValidationError)
 
-from scaling_search.settings import GridConfig, GridSettings, ScaleConfig, ScaleSettings
+from scaling_search.settings import (FidelityConfig, FidelitySettings, GridConfig, GridSettings, ScaleConfig,
+                                     ScaleSettings)
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
-SCHEMAS = {"grid": GridConfig, "scale": ScaleConfig}  # conf/<name>.yaml: its schema
+SCHEMAS = {"grid": GridConfig, "scale": ScaleConfig, "fidelity": FidelityConfig}  # conf/<name>.yaml: its schema
 for _name, _schema in SCHEMAS.items():
     ConfigStore.instance().store(name=f"{_name}_schema", node=_schema)
 EXIT_FAILED = 1  # a run that ended with no usable result
@@ -196,6 +198,10 @@ def check_run_folder(config_name: str, plain: Mapping) -> None:
             from scaling_search.steps.step2 import run_folder
 
             run_folder(settings)
+    elif config_name == "fidelity":
+        from scaling_search.steps.fidelity import run_folder
+
+        run_folder(FidelitySettings.from_config(plain))
 
 
 def preflight(prog: str, config_name: str, argv: list[str],

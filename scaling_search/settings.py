@@ -740,3 +740,162 @@ class GridSettings:
                    seeds_per_candidate=c.seeds_per_candidate, include_baseline=c.include_baseline,
                    freeze=c.freeze,
                    emit_phis=tuple(c.emit.phis), emit_num_classes=c.emit.num_classes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Proxy fidelity: a finished Step-1 search's best and a few random candidates retrained longer.
+
+# What makes a Step-1 run folder finished: its identity, its resolved config, its ranking and its winner.
+FINISHED_SEARCH_FILES = ("search.json", "config.yaml", "ranking.csv", "coefficients.yaml")
+
+
+@dataclass
+class BudgetConfig:
+    """The longer budget of the fidelity run, relative to the search's own."""
+
+    epochs_factor: float = 4.0  # the search's epochs times this (rounded)
+    resolution_scale: float = 1.0  # each candidate's resolution multiplier times this
+    num_images: int | None = None  # None: the search's own data.num_images
+
+
+@dataclass
+class FidelityConfig:
+    """The schema of ``conf/fidelity.yaml``."""
+
+    run_dir: str = MISSING
+    out_dir: str = MISSING  # the fidelity run's own folder; conf: ${run_dir}/fidelity
+    top_k: int = 5
+    random: int = 3
+    seed: int = 0  # of the random draw
+    seeds: int = 1  # training seeds per retrained candidate, from the search's first seed
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
+    report: bool = True
+
+
+def finished_search(value: str) -> Path:
+    """``run_dir``, absolute, once it is known to hold a finished Step-1 search."""
+    if not value:
+        raise ValueError(f"run_dir must be the folder of a finished Step-1 search, got {value!r}")
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        what = "does not exist" if not path.exists() else "is not a folder"
+        raise ValueError(f"run_dir {str(path)!r} {what}; give the out_dir of a finished grid search "
+                         "(python -m scaling_search.grid)")
+    missing = [f for f in FINISHED_SEARCH_FILES if not (path / f).is_file()]
+    if missing:
+        raise ValueError(f"run_dir {str(path)!r} is not a finished Step-1 run: it has no {', '.join(missing)}; "
+                         "give the out_dir of a grid search that ran to its end (or re-run that search to "
+                         "finish it)")
+    return path
+
+
+def _search_config(run_dir: Path) -> dict:
+    """The resolved settings a Step-1 search recorded in its ``config.yaml``."""
+    path = run_dir / "config.yaml"
+    try:
+        d = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"{str(path)!r} is damaged ({str(e).splitlines()[0]}); re-run that search "
+                         "to rewrite it") from None
+    needed = ("backbone", "data", "trainer", "rounding", "seed", "proxy_depth_mult", "proxy_width_mult",
+              "proxy_resolution_px")
+    if not isinstance(d, Mapping) or any(k not in d for k in needed):
+        raise ValueError(f"{str(path)!r} does not hold a Step-1 search's settings (it needs "
+                         f"{', '.join(needed)}); give the out_dir of a grid search")
+    return dict(d)
+
+
+def _recorded(cls: type, values: object, where: str, path: Path):
+    """``cls(**values)`` from a search's recorded settings, its error naming the file."""
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where} recorded in {str(path)!r} cannot be used here ({e})") from None
+
+
+@dataclass(frozen=True)
+class FidelitySettings:
+    """Settings of ``python -m scaling_search.fidelity``: which of a finished search's candidates
+    are retrained, at which budget, and how. Everything that decides a candidate's network and
+    its training (backbone, proxy, rounding, data, trainer, imports) is the search's own, from
+    its ``config.yaml``, with the budget applied: ``trainer.epochs`` times ``epochs_factor``,
+    each resolution multiplier times ``resolution_scale``, and ``data.num_images`` where set."""
+
+    run_dir: Path
+    out_dir: Path
+    top_k: int
+    random: int
+    seed: int  # of the random draw
+    seeds: tuple[int, ...]  # training seeds of each retrained candidate
+    epochs_factor: float
+    resolution_scale: float
+    num_images: int | None
+    backbone: str
+    backbone_tag: str
+    proxy_depth_mult: float
+    proxy_width_mult: float
+    proxy_resolution_px: int | None
+    rounding: Rounding
+    data: DataSettings  # the search's, with the budget's num_images
+    trainer: TrainSettings  # the search's, with the budget's epochs
+    search_epochs: int
+    runner_kind: str
+    runner: RaySettings
+    study_storage: str | None = None
+    study_name: str | None = None
+    imports: tuple[str, ...] = ()
+    report: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: object) -> FidelitySettings:
+        """From the composed ``conf/fidelity.yaml`` (or a mapping of the same shape)."""
+        c: FidelityConfig = checked(FidelityConfig, cfg)
+        _positive_int("top_k", c.top_k)
+        if c.random < 0:
+            raise ValueError(f"random must be an integer >= 0 (how many more candidates to draw at random "
+                             f"from those below the top-k), got {c.random}")
+        if not 0 <= c.seed <= MAX_SEED:
+            raise ValueError(f"seed (of the random draw) must be an integer in [0, {MAX_SEED}], got {c.seed}")
+        _multiplier("budget.epochs_factor", c.budget.epochs_factor)
+        _multiplier("budget.resolution_scale", c.budget.resolution_scale)
+        _positive_int("budget.num_images", c.budget.num_images)
+        _choice("runner.kind", c.runner.kind, EXECUTORS,
+                " for the fidelity step (it retrains a fixed set of candidates)")
+        if c.study.storage is not None:
+            storage_url(c.study.storage, Path("."))
+        run_dir = finished_search(c.run_dir)
+        search = _search_config(run_dir)
+        path = run_dir / "config.yaml"
+        imports = import_plugins(search.get("imports") or [])  # first: they may register the backbone
+        get_backbone(search["backbone"])
+        data = dict(search["data"])
+        if c.budget.num_images is not None:
+            data["num_images"] = c.budget.num_images
+        trainer = dict(search["trainer"])
+        search_epochs = int(trainer.get("epochs", 0))
+        epochs = round(search_epochs * c.budget.epochs_factor)
+        if epochs < 1:
+            raise ValueError(f"budget.epochs_factor={c.budget.epochs_factor:g} leaves {epochs} of the search's "
+                             f"{search_epochs} epochs; the long budget needs at least 1")
+        trainer["epochs"] = epochs
+        _seeds(int(search["seed"]), c.seeds, "seeds")
+        first = int(search["seed"])
+        out_dir = _out_dir(c.out_dir, replaced=False)
+        if out_dir == run_dir:
+            raise ValueError(f"out_dir {str(out_dir)!r} is the search's own folder; the fidelity run needs a "
+                             "folder of its own (the default: <run_dir>/fidelity)")
+        ray = {f.name: getattr(c.runner, f.name) for f in fields(RaySettings)}
+        return cls(run_dir=run_dir, out_dir=out_dir, top_k=c.top_k, random=c.random, seed=c.seed,
+                   seeds=tuple(first + i for i in range(c.seeds)), epochs_factor=c.budget.epochs_factor,
+                   resolution_scale=c.budget.resolution_scale, num_images=c.budget.num_images,
+                   backbone=search["backbone"], backbone_tag=search.get("backbone_tag") or search["backbone"],
+                   proxy_depth_mult=float(search["proxy_depth_mult"]),
+                   proxy_width_mult=float(search["proxy_width_mult"]),
+                   proxy_resolution_px=search["proxy_resolution_px"],
+                   rounding=_recorded(Rounding, search["rounding"], "rounding", path),
+                   data=_recorded(DataSettings, data, "data", path),
+                   trainer=_recorded(TrainSettings, trainer, "trainer", path), search_epochs=search_epochs,
+                   runner_kind=c.runner.kind, runner=RaySettings(**ray), study_storage=c.study.storage,
+                   study_name=c.study.name, imports=imports, report=c.report)

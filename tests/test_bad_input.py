@@ -430,6 +430,10 @@ SUBPROCESS_ROWS = [  # as a user runs them: the whole app, from `python -m`
     ("scaling_search.scale", ["phis=[1e10]"], "the depth grows by 1.2^1e+10"),
     ("scaling_search.scale", ["train=true", "out_dir=/proc/self/run"], "is not writable by this user"),
     ("scaling_search.report", ["{tmp}/grid_results_cut_in_a_row"], "results.csv' is incomplete"),
+    ("scaling_search.fidelity", ["run_dir={tmp}/grid_results_cut_between_rows"],
+     "is not a finished Step-1 run: it has no config.yaml, ranking.csv, coefficients.yaml"),
+    ("scaling_search.fidelity", ["run_dir={tmp}/empty_folder", "budget.epochs_factor=0"],
+     "budget.epochs_factor must be a number > 0"),
 ]
 
 

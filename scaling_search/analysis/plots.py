@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from scaling_search.analysis.results import ci95, pareto_mask
+from scaling_search.analysis.results import ci95, pareto_mask, rank_agreement
 from scaling_search.files import atomic_output
 from scaling_search.models.scaling import PAPER_COEFFICIENTS, Coefficients
 
@@ -314,6 +314,41 @@ def seed_spread(results: pd.DataFrame, by: str = "candidate_id", metric: str = "
     ax.set_title(f"Spread over {seeds} seed(s)")
     ax.grid(alpha=0.3, axis="x")
     return fig
+
+
+FIDELITY_STYLE = {"top_k": ("tab:blue", "o"), "random": ("tab:orange", "s"), "winner": ("tab:red", "o")}
+
+
+def fidelity(table: pd.DataFrame, agreement: dict | None = None) -> Figure:
+    """Proxy fidelity: each retrained candidate's proxy top-1 (the search's) against its top-1 at
+    the long budget, by how it was chosen (``top_k``, ``random``); the frozen winner starred,
+    Kendall's tau-b and Spearman's rho (``results.rank_agreement``, computed here when not
+    given) in the title. Points on a rising line mean the proxy ranks as the long budget does."""
+    df = _require(table, ["proxy_top1", "long_top1"], "fidelity")
+    df = df.dropna(subset=["proxy_top1", "long_top1"])
+    if df.empty:
+        raise ValueError("fidelity needs at least one candidate with a proxy and a long top-1")
+    if agreement is None:
+        agreement = rank_agreement(df["proxy_top1"], df["long_top1"])
+    fig, ax = _figure()
+    chosen = df["chosen"] if "chosen" in df else pd.Series("top_k", index=df.index)
+    for name in [c for c in FIDELITY_STYLE if (chosen == c).any()] + sorted(set(chosen) - set(FIDELITY_STYLE)):
+        g = df[chosen == name]
+        color, marker = FIDELITY_STYLE.get(name, (None, "D"))
+        ax.scatter(g["proxy_top1"], g["long_top1"], color=color, marker=marker, s=40, zorder=2,
+                   label=f"{name.replace('_', '-')} ({len(g)})")
+    if "candidate_id" in df:
+        for _, r in df.iterrows():
+            ax.annotate(str(r["candidate_id"]), (r["proxy_top1"], r["long_top1"]), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points", color="dimgray")
+    if "winner" in df and df["winner"].eq(True).any():
+        w = df[df["winner"].eq(True)]
+        ax.scatter(w["proxy_top1"], w["long_top1"], marker="*", s=320, facecolors="none", edgecolors="red",
+                   linewidths=1.5, zorder=3, label="frozen winner")
+    tau, rho = agreement["kendall_tau"], agreement["spearman_rho"]
+    words = (f"Kendall τ = {tau:.2f}, Spearman ρ = {rho:.2f}" if tau == tau else "no rank correlation")
+    return _labelled(fig, ax, "proxy top-1 (the search's budget)", "top-1 at the long budget",
+                     f"Proxy fidelity over {len(df)} candidates: {words}")
 
 
 def save(fig: Figure, stem: Path, formats: Sequence[str] = FORMATS) -> list[Path]:

@@ -7,7 +7,8 @@ needs no server and no network: open ``RUN_DIR/report.html`` in any browser, or 
 
 Run kinds, by the file that marks them: ``search.json`` (a Step-1 grid run), ``step2.json``
 (a Step-2 training run), ``summary.csv`` (a ``scale`` emission), ``multirun_summary.csv`` (a
-``grid --multirun`` sweep folder: one page with every job's run).
+``grid --multirun`` sweep folder: one page with every job's run). A grid run whose proxy fidelity
+was measured (``python -m scaling_search.fidelity``: ``fidelity.csv``) gets a section for it.
 
 A table or record it cannot read completely (a CSV cut off or ragged, a ``results.csv`` with
 fewer rows than the run's ``trials/`` records, a JSON file cut off) is refused, naming the
@@ -30,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from scaling_search.analysis import plots
+from scaling_search.analysis.results import agreement_line, rank_agreement
 from scaling_search.environment import capture
 from scaling_search.files import atomic_write_text
 from scaling_search.tables import verdict, verdict_line
@@ -184,14 +186,44 @@ def grid_page(run_dir: Path) -> Page:
                 "distribution function, pycls's error EDF" + ("; the unscaled baseline dashed" if len(base) else ""),
                 lambda: plots.error_ecdf(ranking))
     _trial_figures(page, epochs, results)
+    fidelity = _fidelity_section(page, run_dir)
     coefficients = run_dir / "coefficients.yaml"
     if coefficients.is_file():
         page.summary.append(("coefficients.yaml", coefficients.read_text().strip()))
     if ranking is not None:
         page.tables.append(("ranking", "Candidates ranked by mean top-1 (ranking.csv)", ranking))
+    if fidelity is not None:
+        page.tables.append(("fidelity", "Proxy fidelity: the retrained candidates' proxy and long-budget top-1 "
+                                        "and ranks (fidelity.csv)", fidelity))
     if results is not None:
         page.tables.append(("results", "Every trial (results.csv)", results))
     return _common(page, run_dir)
+
+
+def _fidelity_section(page: Page, run_dir: Path) -> pd.DataFrame | None:
+    """Where the search has a proxy-fidelity summary (``fidelity.csv``, from ``python -m
+    scaling_search.fidelity``): its rank correlations with their intervals and the winner's
+    long-budget rank as notes, and its plot; returns the table (None when there is none)."""
+    table = _read(run_dir / "fidelity.csv")
+    if table is None or not len(table):
+        return None
+    missing = [c for c in ("candidate_id", "proxy_top1", "long_top1", "long_rank", "winner") if c not in table]
+    if missing:
+        raise ValueError(f"{str(run_dir / 'fidelity.csv')!r} lacks the column(s) {', '.join(missing)}; "
+                         "re-run python -m scaling_search.fidelity to rewrite it")
+    known = table.dropna(subset=["proxy_top1", "long_top1"])
+    agreement = rank_agreement(known["proxy_top1"], known["long_top1"])
+    page.notes.append(f"Proxy fidelity: {agreement_line(agreement)}, between the proxy top-1 and the top-1 at "
+                      "the long budget (fidelity.csv).")
+    winner = known[known["winner"].astype(str).str.lower() == "true"]
+    if len(winner):
+        w = winner.iloc[0]
+        page.notes.append(f"Proxy fidelity: the frozen winner {w['candidate_id']} ranks {int(w['long_rank'])} of "
+                          f"{len(known)} at the long budget (top-1 {w['long_top1']:.4f}).")
+    _figure(page, "fidelity", "Proxy fidelity: each retrained candidate's proxy top-1 against its top-1 at "
+            "the long budget (the frozen winner starred), with Kendall's tau-b and Spearman's rho",
+            lambda: plots.fidelity(known, agreement))
+    return table
 
 
 def step2_page(run_dir: Path) -> Page:

@@ -50,8 +50,9 @@ STUDY_ATTRS = ("role", "macs", "params", "resolution_px", "macs_ratio")
 SearchInterrupted = RunInterrupted  # the name Step 1's callers know
 IDENTITY_FILE = "search.json"
 # What a search writes into its folder besides what every run folder holds (pipeline.RUN_FILES).
+# ``fidelity/``, ``fidelity.csv`` and ``fidelity.md``: the proxy-fidelity step's (``steps.fidelity``).
 OUTPUTS = ("candidates.csv", "candidates.parquet", "ranking.csv", "ranking.md", "pareto.csv",
-           "coefficients.yaml", "step2")
+           "coefficients.yaml", "step2", "fidelity", "fidelity.csv", "fidelity.md")
 
 
 @dataclass(frozen=True)
