@@ -358,12 +358,22 @@ class EmitConfig:
 
 
 @dataclass
+class RacingConfig:
+    """Seed racing (``steps.racing``): every candidate on one seed, more seeds only to those still
+    tied with the best, up to ``seeds_per_candidate`` seeds or ``budget_train_macs``."""
+
+    enabled: bool = False
+    budget_train_macs: float | None = None  # None: no compute budget beyond the seed budget
+
+
+@dataclass
 class GridConfig(AppConfig):
     """The schema of ``conf/grid.yaml``."""
 
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     seeds_per_candidate: int = 1
+    racing: RacingConfig = field(default_factory=RacingConfig)
     include_baseline: bool = True
     freeze: str = "best"  # one of FREEZE_RULES
     emit: EmitConfig = field(default_factory=EmitConfig)
@@ -711,6 +721,8 @@ class GridSettings:
     imports: tuple[str, ...] = ()
     report: bool = True
     freeze: str = "best"  # which candidate is frozen: FREEZE_RULES
+    racing: bool = False  # seed racing over ``seeds`` (steps.racing) instead of every seed for all
+    racing_budget_train_macs: float | None = None  # racing's compute budget (training MACs)
 
     @property
     def seeds(self) -> list[int]:
@@ -730,6 +742,7 @@ class GridSettings:
         _positive_int("emit.num_classes", c.emit.num_classes)
         _choice("freeze", c.freeze, FREEZE_RULES,
                 " (the best mean top-1, or the fewest MACs among those tied with it)")
+        _check_racing(c)
         space = SearchSpace.from_values(**vars(c.space))
         _check_space_growth(space, c.proxy, c.emit.phis, c.runner.kind)
         return cls(**shared, **_training(c, c.seeds_per_candidate, "seeds_per_candidate"),
@@ -738,8 +751,23 @@ class GridSettings:
                    proxy_resolution_px=c.proxy.resolution_px, space=space,
                    tpe_trials=c.runner.n_trials, executor=c.runner.executor,
                    seeds_per_candidate=c.seeds_per_candidate, include_baseline=c.include_baseline,
-                   freeze=c.freeze,
+                   freeze=c.freeze, racing=c.racing.enabled,
+                   racing_budget_train_macs=c.racing.budget_train_macs,
                    emit_phis=tuple(c.emit.phis), emit_num_classes=c.emit.num_classes)
+
+
+def _check_racing(c: GridConfig) -> None:
+    """Racing needs a grid to race and more than one seed to add; its budget is a positive number."""
+    if c.racing.budget_train_macs is not None:
+        _positive("racing.budget_train_macs", c.racing.budget_train_macs)
+    if not c.racing.enabled:
+        return
+    if c.runner.kind == "optuna_tpe":
+        raise ValueError("racing.enabled=true races a grid's candidates over seeds, and runner=optuna_tpe "
+                         "samples its own; use runner=ray or runner=local")
+    if c.seeds_per_candidate < 2:
+        raise ValueError(f"racing.enabled=true adds seeds up to seeds_per_candidate (the seed budget), which is "
+                         f"{c.seeds_per_candidate}; set seeds_per_candidate=3 (or more)")
 
 
 # ---------------------------------------------------------------------------------------------

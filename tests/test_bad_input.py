@@ -98,6 +98,13 @@ ROWS = [
     (GRID, ["seed=abc"], "seed: Value 'abc' of type 'str' could not be converted to Integer"),
     (GRID, ["seeds_per_candidate=0"], "seeds_per_candidate must be a positive integer"),
     (GRID, ["freeze=luckiest"], "freeze must be best or cheapest_tied (the best mean top-1, or the fewest MACs among those tied with it), got 'luckiest'"),
+    (GRID, ["racing.enabled=true"], "racing.enabled=true adds seeds up to seeds_per_candidate (the seed budget), "
+                                     "which is 1; set seeds_per_candidate=3 (or more)"),
+    (GRID, ["racing.enabled=true", "seeds_per_candidate=3", "runner=optuna_tpe"],
+     "racing.enabled=true races a grid's candidates over seeds, and runner=optuna_tpe samples its own"),
+    (GRID, ["racing.budget_train_macs=-1"], "racing.budget_train_macs must be a number > 0, got -1.0"),
+    (GRID, ["racing.budget_train_macs=nan"], "racing.budget_train_macs must be a finite number > 0"),
+    (GRID, ["racing.enabled=sometimes"], "racing.enabled must be true or false, got 'sometimes'"),
     (GRID, ["data.mode=disk"], "data.mode must be auto, memory or stream, got 'disk'"),
     (GRID, ["data.transforms=crop"], "data.transforms=crop needs data=imagefolder"),
     (GRID, ["data=imagefolder", "data.root=/nonexistent/imgs"], "is not a folder"),

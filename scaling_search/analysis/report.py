@@ -153,6 +153,7 @@ def grid_page(run_dir: Path) -> Page:
     ranking, results = _read(run_dir / "ranking.csv"), _read(run_dir / "results.csv", _trial_count(run_dir))
     epochs = _read(run_dir / "epochs.csv")
     identity = _json(run_dir / "search.json")
+    races = _read(run_dir / "racing.csv")
     page.summary += [("backbone", str(identity.get("backbone"))),
                      ("data", str((identity.get("data") or {}).get("name"))),
                      ("proxy (depth, width, px)", str(identity.get("proxy")))]
@@ -164,7 +165,8 @@ def grid_page(run_dir: Path) -> Page:
         cands = ranking[ranking["role"] == "candidate"]
         base = ranking[ranking["role"] == "baseline"]
         if len(cands):
-            w = cands.iloc[0]
+            # a seed race's best is among its finalists, those with the most seeds (steps.step1.ranked)
+            w = cands[cands["seeds"] == cands["seeds"].max()].iloc[0] if races is not None else cands.iloc[0]
             page.summary.append(("winner (α, β, γ)", f"{w['depth_coef']:g}, {w['width_coef']:g}, "
                                  f"{w['resolution_coef']:g}: top-1 {w['top1_mean']:.4f} at "
                                  f"{int(w['macs']):,} MACs ({w['macs_ratio']:.2f}x the proxy)"))
@@ -192,6 +194,14 @@ def grid_page(run_dir: Path) -> Page:
         page.summary.append(("coefficients.yaml", coefficients.read_text().strip()))
     if ranking is not None:
         page.tables.append(("ranking", "Candidates ranked by mean top-1 (ranking.csv)", ranking))
+    if races is not None and len(races):
+        budget = int(races["seed_budget"].iloc[0]) if "seed_budget" in races else races["seed"].nunique()
+        full = (len(ranking) if ranking is not None else 0) * budget
+        page.notes.append(f"Seed racing: {len(races)} round(s), stopped at: {races['stop'].iloc[-1]}; "
+                          f"{int(races['trials'].sum())} trials against the {full} of a full {budget}-seed grid "
+                          "(racing.csv).")
+        page.tables.append(("racing", "Seed racing: each round's seed, entrants, the candidates still tied with the "
+                                      "best after it, and its training MACs and trial time (racing.csv)", races))
     if fidelity is not None:
         page.tables.append(("fidelity", "Proxy fidelity: the retrained candidates' proxy and long-budget top-1 "
                                         "and ranks (fidelity.csv)", fidelity))

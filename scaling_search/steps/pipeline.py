@@ -39,7 +39,7 @@ from scaling_search.models.backbones import ScaledModel
 from scaling_search.models.scaling import Coefficients, Rounding
 from scaling_search.settings import DataSettings, RaySettings, TrainSettings, storage_url
 from scaling_search.tables import write_table
-from scaling_search.train.data import load_dataset, num_classes_of
+from scaling_search.train.data import FolderData, ImageData, load_dataset, num_classes_of
 from scaling_search.train.execution import check_identity, make_runner, run_specs, write_identity
 from scaling_search.train.records import TrialStore
 from scaling_search.train.study import open_study
@@ -196,19 +196,29 @@ def trial_specs(tag: str, units: Iterable[tuple[str, Coefficients, ScaledModel]]
             for uid, coefficients, model in units for seed in seeds]
 
 
+def prepare(run: RunFolder, config: dict, columns: dict[str, dict], *, data: DataSettings,
+            study_storage: str | None, study_name: str | None, write_plan: Callable[[Path, int], None],
+            out) -> tuple[ImageData | FolderData, optuna.Study]:
+    """Setup (inside ``with run:``): decode the data once (at the largest resolution in
+    ``columns``), open the folder and write the step's plan (``write_plan(out_dir, num_classes)``);
+    the images and the run's study, for ``run_specs`` (once, or once per round of a race)."""
+    images = load_dataset(data, max(col["resolution_px"] for col in columns.values()), out)
+    if images.num_classes != num_classes_of(data):
+        raise ValueError(f"{data.name} has {images.num_classes} classes, expected {num_classes_of(data)}")
+    study = run.open(config, study_storage, study_name, out=out)
+    write_plan(run.out_dir, images.num_classes)
+    return images, study
+
+
 def launch(run: RunFolder, config: dict, specs: list[TrialSpec], columns: dict[str, dict], *,
            data: DataSettings, trainer: TrainSettings, runner_kind: str, runner: RaySettings,
            study_storage: str | None, study_name: str | None, params_of: Callable[[TrialSpec], dict],
            distributions: dict, study_attrs: tuple[str, ...], write_plan: Callable[[Path, int], None],
            out) -> None:
     """Setup and launch, for a step whose trials are all known up front (inside ``with run:``
-    and the Ray session): decode the data once, open the folder, write the step's plan
-    (``write_plan(out_dir, num_classes)``), and train every spec not yet recorded."""
-    images = load_dataset(data, max(col["resolution_px"] for col in columns.values()), out)
-    if images.num_classes != num_classes_of(data):
-        raise ValueError(f"{data.name} has {images.num_classes} classes, expected {num_classes_of(data)}")
-    study = run.open(config, study_storage, study_name, out=out)
-    write_plan(run.out_dir, images.num_classes)
+    and the Ray session): ``prepare``, then train every spec not yet recorded."""
+    images, study = prepare(run, config, columns, data=data, study_storage=study_storage, study_name=study_name,
+                            write_plan=write_plan, out=out)
     run_specs(run.out_dir, specs, columns, images, trainer, make_runner(runner_kind, runner, run.out_dir),
               study, params_of, distributions, study_attrs, runner_kind, out)
 

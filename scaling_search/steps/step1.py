@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from scaling_search.analysis.results import compare, correctness, rank, with_ties
+from scaling_search.analysis.results import compare, correctness, rank, results_frame, with_ties
 from scaling_search.files import atomic_write_text, plain
 from scaling_search.models.backbones import get_backbone
 from scaling_search.models.scaling import Coefficients, Multipliers, Rounding
@@ -30,12 +30,12 @@ from scaling_search.plan.emit import coefficients_yaml, write_family
 from scaling_search.plan.family import plan_family
 from scaling_search.plan.space import Candidate, SearchSpace, build_candidates, candidate_id
 from scaling_search.settings import GridSettings
-from scaling_search.steps import tpe
-from scaling_search.steps.pipeline import (RunFolder, check_apart, collect, data_identity, launch, trial_specs,
-                                           with_training_macs)
+from scaling_search.steps import racing, tpe
+from scaling_search.steps.pipeline import (TRAIN_MACS_PER_FORWARD, RunFolder, check_apart, collect, data_identity,
+                                           launch, prepare, trial_specs, with_training_macs)
 from scaling_search.tables import markdown, verdict, write_table
 from scaling_search.train.data import num_classes_of, train_image_count
-from scaling_search.train.execution import RunFailed, RunInterrupted, make_runner, ray_session, uses_ray
+from scaling_search.train.execution import RunFailed, RunInterrupted, make_runner, ray_session, run_specs, uses_ray
 from scaling_search.train.records import TrialStore
 from scaling_search.train.study import distributions, grid_params
 from scaling_search.train.status import OK
@@ -45,14 +45,16 @@ RANKING_FORMATS = {"top1_mean": "{:.4f}", "top1_std": "{:.4f}", "top1_ci95": "{:
                    "top1_per_mmacs": "{:.4f}", "macs": "{:,}", "params": "{:,}",
                    "macs_ratio": "{:.2f}", "product": "{:.4f}", "train_macs": "{:.3e}",
                    "diff_to_best": "{:+.4f}", "diff_lo": "{:+.4f}", "diff_hi": "{:+.4f}", "p_mcnemar": "{:.3g}"}
+RACING_FORMATS = {"train_macs": "{:.3e}", "trial_time_s": "{:.1f}"}
 STUDY_ATTRS = ("role", "macs", "params", "resolution_px", "macs_ratio")
 
 SearchInterrupted = RunInterrupted  # the name Step 1's callers know
 IDENTITY_FILE = "search.json"
 # What a search writes into its folder besides what every run folder holds (pipeline.RUN_FILES).
-# ``fidelity/``, ``fidelity.csv`` and ``fidelity.md``: the proxy-fidelity step's (``steps.fidelity``).
+# ``fidelity/``, ``fidelity.csv`` and ``fidelity.md``: the proxy-fidelity step's (``steps.fidelity``);
+# ``racing.csv|md``: a seed race's rounds (``steps.racing``).
 OUTPUTS = ("candidates.csv", "candidates.parquet", "ranking.csv", "ranking.md", "pareto.csv",
-           "coefficients.yaml", "step2", "fidelity", "fidelity.csv", "fidelity.md")
+           "coefficients.yaml", "step2", "fidelity", "fidelity.csv", "fidelity.md", "racing.csv", "racing.md")
 
 
 @dataclass(frozen=True)
@@ -150,23 +152,60 @@ def run_search(s: GridSettings, out=sys.stdout) -> SearchOutcome | None:
             else:
                 _run_grid(s, run, config, candidates, baseline, out)
         return summarise(s.out_dir, s.backbone, s.data.name, s.rounding, s.emit_phis, s.emit_num_classes, out,
-                         s.freeze)
+                         s.freeze, raced=s.racing)
 
 
 def _run_grid(s: GridSettings, run: RunFolder, config: dict, candidates: list[Candidate],
               baseline: Candidate | None, out) -> None:
     everything = ([(baseline, BASELINE_ROLE)] if baseline else []) + [(c, CANDIDATE_ROLE) for c in candidates]
     columns = {c.candidate_id: c.columns(role) for c, role in everything}
-    specs = trial_specs(s.backbone_tag, [(c.candidate_id, c.coefficients, c.model) for c, _ in everything],
-                        s.seeds, s.proxy_resolution_px, s.rounding, s.imports)
+    units = [(c.candidate_id, c.coefficients, c.model) for c, _ in everything]
 
     def write_plan(out_dir: Path, num_classes: int) -> None:
         write_table(pd.DataFrame([{"candidate_id": k, **v} for k, v in columns.items()]),
                     out_dir / "candidates", parquet=True)
 
+    if s.racing:
+        _race(s, run, config, units, columns, [c.candidate_id for c in candidates],
+              baseline.candidate_id if baseline else None, write_plan, out)
+        return
+    specs = trial_specs(s.backbone_tag, units, s.seeds, s.proxy_resolution_px, s.rounding, s.imports)
     launch(run, config, specs, columns, data=s.data, trainer=s.trainer, runner_kind=s.runner_kind,
            runner=s.runner, study_storage=s.study_storage, study_name=s.study_name, params_of=grid_params,
            distributions=grid_distributions(s.space), study_attrs=STUDY_ATTRS, write_plan=write_plan, out=out)
+
+
+def _race(s: GridSettings, run: RunFolder, config: dict, units: list, columns: dict[str, dict],
+          candidate_ids: list[str], baseline_id: str | None, write_plan, out) -> None:
+    """Seed racing (``steps.racing``) through the grid's runner: one ``run_specs`` per round."""
+    images, study = prepare(run, config, columns, data=s.data, study_storage=s.study_storage,
+                            study_name=s.study_name, write_plan=write_plan, out=out)
+    runner = make_runner(s.runner_kind, s.runner, run.out_dir)
+    by_id = {u[0]: u for u in units}
+    per_image_epoch = TRAIN_MACS_PER_FORWARD * train_image_count(s.data) * s.trainer.epochs
+
+    def chosen(ids: list[str], first: bool) -> list[str]:
+        return list(ids) + ([baseline_id] if first and baseline_id else [])
+
+    def train(ids: list[str], seed: int, first: bool) -> None:
+        print(f"seed racing: seed {seed}, {len(ids)} candidate(s)", file=out, flush=True)
+        specs = trial_specs(s.backbone_tag, [by_id[i] for i in chosen(ids, first)], [seed],
+                            s.proxy_resolution_px, s.rounding, s.imports)
+        run_specs(run.out_dir, specs, columns, images, s.trainer, runner, study, grid_params,
+                  grid_distributions(s.space), STUDY_ATTRS, s.runner_kind, out)
+
+    def standing() -> tuple[pd.DataFrame, dict]:
+        records = TrialStore(run.out_dir).load()
+        return results_frame(records), correctness(records)
+
+    def train_macs(ids: list[str], first: bool) -> float:
+        return float(sum(columns[i]["macs"] for i in chosen(ids, first)) * per_image_epoch)
+
+    rounds = racing.race(candidate_ids, s.seeds, train, standing, train_macs, s.racing_budget_train_macs)
+    table = racing.race_table(rounds, standing()[0]).assign(seed_budget=len(s.seeds))
+    write_table(table, run.out_dir / "racing", RACING_FORMATS)
+    full = racing.against_full_grid(table, len(units), len(s.seeds), train_macs(candidate_ids, True) * len(s.seeds))
+    print(racing.race_line(rounds, full, len(s.seeds)), file=out, flush=True)
 
 
 def grid_distributions(space: SearchSpace) -> dict:
@@ -183,22 +222,36 @@ def _interval(c: dict) -> str:
     return f"95% interval {c['lo']:+.4f} to {c['hi']:+.4f} over {c['by']}"
 
 
+def ranked(results: pd.DataFrame, correct: dict, raced: bool = False) -> tuple[pd.DataFrame, pd.Series]:
+    """The ranking with each row's paired difference to the best candidate and ``tied_with_best``,
+    and the mask of the rows the best was chosen among: the candidates, or of a seed race
+    (``raced``) its finalists, those trained on the most seeds (one out after a single seed may
+    hold a lucky higher mean)."""
+    ranking = rank(results)
+    among = ranking["role"] == CANDIDATE_ROLE
+    if raced:
+        runs = results[results["role"] == CANDIDATE_ROLE].groupby("candidate_id").size()
+        among &= ranking["candidate_id"].isin(runs.index[runs == runs.max()])
+    return with_ties(ranking, results, correct, among=among), among
+
+
 def summarise(out_dir: Path, backbone: str, data_name: str, rounding: Rounding, emit_phis: tuple[float, ...],
-              emit_num_classes: int, out=sys.stdout, freeze: str = "best") -> SearchOutcome:
+              emit_num_classes: int, out=sys.stdout, freeze: str = "best", raced: bool = False) -> SearchOutcome:
     """Builds every table from the records, freezes the winner by the ``freeze`` rule and emits
-    its Step-2 configs."""
+    its Step-2 configs. ``raced``: a seed race's folder (``ranked``)."""
     results, failed = collect(out_dir, out=out)
     ok = results[results["status"] == OK]
     if ok.empty:
         raise RunFailed(f"every one of the {len(results)} trials failed ({_first_error(results)}); "
                         f"nothing was frozen; the errors are in {out_dir / 'results.csv'}")
     correct = correctness(TrialStore(out_dir).load())
-    ranking = rank(results)
-    ranking = with_ties(ranking, results, correct, among=ranking["role"] == CANDIDATE_ROLE)
+    ranking, among = ranked(results, correct, raced)
     write_table(ranking, out_dir / "ranking", RANKING_FORMATS)
     write_table(ranking[ranking["pareto"]].sort_values("macs"), out_dir / "pareto")
 
     contenders = ranking[ranking["role"] == CANDIDATE_ROLE]
+    finalists = contenders[among[contenders.index]]
+    finalists = finalists if len(finalists) else contenders
     baseline = ranking[ranking["role"] == BASELINE_ROLE]
     base_row = baseline.iloc[0].to_dict() if len(baseline) else None
     shown = ["candidate_id", "role", "depth_coef", "width_coef", "resolution_coef", "macs",
@@ -211,7 +264,7 @@ def summarise(out_dir: Path, backbone: str, data_name: str, rounding: Rounding, 
     lost = [c for c in tried if c not in set(contenders["candidate_id"])]
     tied = contenders[contenders["tied_with_best"].fillna(False).astype(bool)]
     win = (tied.sort_values(["macs", "top1_mean"], ascending=[True, False]).iloc[0]
-           if freeze == "cheapest_tied" and len(tied) else contenders.iloc[0]).to_dict()
+           if freeze == "cheapest_tied" and len(tied) else finalists.iloc[0]).to_dict()
     coefficients = Coefficients(win["depth_coef"], win["width_coef"], win["resolution_coef"])
     margin = compare(results, correct, win["candidate_id"], base_row["candidate_id"]) if base_row else None
     rule = {"best": "the best mean top-1", "cheapest_tied": "the fewest MACs among those tied with the best"}[freeze]
