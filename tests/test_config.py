@@ -149,12 +149,12 @@ def test_every_built_in_backbone_has_a_config_group_file():
 
 GRID_BOOLEANS = {"dry_run", "report", "include_baseline", "data.download", "data.verify", "data.flip",
                  "trainer.amp", "trainer.zero_init_residual", "trainer.channels_last", "trainer.compile",
-                 "runner.asha", "runner.checkpoint"}
+                 "runner.asha", "runner.checkpoint", "racing.enabled"}
 
 
 def test_the_preflight_knows_every_boolean_of_each_schema():
     assert boolean_keys(GridConfig) == GRID_BOOLEANS
-    assert boolean_keys(ScaleConfig) == GRID_BOOLEANS - {"include_baseline"} | {"compare_published", "train"}
+    assert boolean_keys(ScaleConfig) == GRID_BOOLEANS - {"include_baseline", "racing.enabled"} | {"compare_published", "train"}
 
 
 def test_booleans_spelled_as_words_are_read_as_booleans(tmp_path, capsys):
