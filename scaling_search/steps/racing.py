@@ -24,7 +24,7 @@ runners are the grid's own, so racing composes with ASHA: a trial ASHA stops is 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -83,7 +83,7 @@ def race(candidates: list[str], seeds: list[int], train: Callable[[list[str], in
     for number, seed in enumerate(seeds, start=1):
         cost = train_macs(entrants, number == 1)
         if rounds and budget_train_macs is not None and spent + cost > budget_train_macs:
-            rounds[-1] = Round(**{**rounds[-1].__dict__, "stop": COMPUTE_BUDGET})
+            rounds[-1] = replace(rounds[-1], stop=COMPUTE_BUDGET)
             break
         train(entrants, seed, number == 1)
         spent += cost
