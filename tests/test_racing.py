@@ -11,7 +11,7 @@ import pytest
 
 from conftest import TINY, compose_grid
 from scaling_search.analysis.report import grid_page
-from scaling_search.steps import racing
+from scaling_search.steps import racing, step1
 from scaling_search.steps.step1 import run_search
 from scaling_search.train.records import TrialStore
 
@@ -97,6 +97,25 @@ def test_the_first_round_never_stops_for_not_shrinking():
     assert field.trained[1] == (1, ("a", "b"))
 
 
+def test_the_ranking_of_a_race_ties_only_its_finalists():
+    """``c`` is out after seed 0 (184 of 200 against the round's best ``a``'s 190: 6 discordant
+    images, McNemar p = 0.031). ``b`` ends best over the two seeds the race ran (it stopped when
+    the tied set did not shrink), and on seed 0 alone ``c`` is tied with it (184 against 189,
+    p = 0.0625); the race's tied set, and the ranking's, still leave ``c`` out: the race ruled it
+    out and never gave it the seeds to come back."""
+    field = Field({"a": [190, 180, 180], "b": [189, 195, 195], "c": [184, 184, 184], "base": [100, 100, 100]})
+    rounds = field.race()
+    assert [(r.entrants, r.best) for r in rounds] == [(("a", "b", "c"), "a"), (("a", "b"), "b")]
+    results, correct = field.standing()
+    table, among = step1.ranked(results, correct, raced=True)
+    table = table.set_index("candidate_id")
+    assert table.loc["c", "paired_by"] == f"{IMAGES} images" and table.loc["c", "p_mcnemar"] == pytest.approx(0.0625)
+    tied = table.index[(table["role"] == "candidate") & table["tied_with_best"].fillna(False)]
+    assert sorted(tied) == sorted(rounds[-1].tied) == ["a", "b"]
+    unraced, _ = step1.ranked(results, correct, raced=False)  # judged on its own evidence, c would tie
+    assert bool(unraced.set_index("candidate_id").loc["c", "tied_with_best"])
+
+
 @pytest.mark.slow
 def test_a_real_race_resumes_and_a_full_grid_reuses_its_trials(tmp_path):
     """Through the grid app (runner=local): the race's rounds are written, its winner is one of
@@ -118,6 +137,11 @@ def test_a_real_race_resumes_and_a_full_grid_reuses_its_trials(tmp_path):
             assert per_seed[r.seed] == set(before)
     most = results.groupby("candidate_id").size()
     assert most[outcome.winner["candidate_id"]] == most.max()
+    ranking = pd.read_csv(run / "ranking.csv")  # its tied set is the last round's, its frozen row the winner
+    cands = ranking[ranking["role"] == "candidate"]
+    assert set(cands.loc[cands["tied_with_best"].fillna(False).astype(bool), "candidate_id"]) == \
+        set(table["tied_ids"].iloc[-1].split())
+    assert list(ranking.loc[ranking["frozen"], "candidate_id"]) == [outcome.winner["candidate_id"]]
 
     page = grid_page(run)  # the report: a note and the rounds' table
     assert any(n.startswith("Seed racing:") and "of a full 3-seed grid" in n for n in page.notes)

@@ -340,6 +340,11 @@ def test_the_tied_set_is_named_and_the_freeze_rule_chooses_within_it(tmp_path, r
                                                    "d1.00_w1.40_r1.00": False, "d1.00_w1.00_r1.00": False}
     header = (tmp_path / "coefficients.yaml").read_text()
     assert f"# freeze rule: {rule}" in header and "tied with the best at 95% (2 of 3)" in header
+    assert ranking["frozen"].to_dict() == {c: c == frozen for c in ranking.index}
+    (tmp_path / "search.json").write_text("{}")
+    page = __import__("scaling_search.analysis.report", fromlist=["grid_page"]).grid_page(tmp_path)
+    coefs = {"d1.40_w1.00_r1.20": "1.4, 1, 1.2", "d2.00_w1.00_r1.00": "2, 1, 1"}[frozen]
+    assert dict(page.summary)["winner (α, β, γ)"].startswith(f"{coefs}: top-1")  # the report shows the frozen one
 
 
 def test_a_proxy_that_cannot_separate_the_candidates_says_so(tmp_path):

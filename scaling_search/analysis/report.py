@@ -148,6 +148,16 @@ def _trial_figures(page: Page, epochs: pd.DataFrame | None, results: pd.DataFram
                 lambda: plots.seed_spread(results))
 
 
+def _frozen_row(cands: pd.DataFrame, races: pd.DataFrame | None) -> pd.Series:
+    """The candidate the search froze: ranking.csv's ``frozen`` row (by the freeze rule), or in a
+    ranking written before that column, the best, of a seed race's finalists (most seeds)."""
+    if "frozen" in cands:
+        frozen = cands[cands["frozen"].astype(str).str.lower() == "true"]
+        if len(frozen):
+            return frozen.iloc[0]
+    return cands[cands["seeds"] == cands["seeds"].max()].iloc[0] if races is not None else cands.iloc[0]
+
+
 def grid_page(run_dir: Path) -> Page:
     page = Page(f"{KIND_TITLES['grid']}: {run_dir.name}")
     ranking, results = _read(run_dir / "ranking.csv"), _read(run_dir / "results.csv", _trial_count(run_dir))
@@ -165,8 +175,7 @@ def grid_page(run_dir: Path) -> Page:
         cands = ranking[ranking["role"] == "candidate"]
         base = ranking[ranking["role"] == "baseline"]
         if len(cands):
-            # a seed race's best is among its finalists, those with the most seeds (steps.step1.ranked)
-            w = cands[cands["seeds"] == cands["seeds"].max()].iloc[0] if races is not None else cands.iloc[0]
+            w = _frozen_row(cands, races)
             page.summary.append(("winner (α, β, γ)", f"{w['depth_coef']:g}, {w['width_coef']:g}, "
                                  f"{w['resolution_coef']:g}: top-1 {w['top1_mean']:.4f} at "
                                  f"{int(w['macs']):,} MACs ({w['macs_ratio']:.2f}x the proxy)"))

@@ -226,13 +226,18 @@ def ranked(results: pd.DataFrame, correct: dict, raced: bool = False) -> tuple[p
     """The ranking with each row's paired difference to the best candidate and ``tied_with_best``,
     and the mask of the rows the best was chosen among: the candidates, or of a seed race
     (``raced``) its finalists, those trained on the most seeds (one out after a single seed may
-    hold a lucky higher mean)."""
+    hold a lucky higher mean). In a race, a candidate it dropped is not tied with the best: the
+    race ruled it out on the seeds it had, so the tied set is the finalists' (racing.csv's last
+    ``tied_ids``), and its row keeps the paired difference it had to the final best."""
     ranking = rank(results)
     among = ranking["role"] == CANDIDATE_ROLE
     if raced:
         runs = results[results["role"] == CANDIDATE_ROLE].groupby("candidate_id").size()
         among &= ranking["candidate_id"].isin(runs.index[runs == runs.max()])
-    return with_ties(ranking, results, correct, among=among), among
+    table = with_ties(ranking, results, correct, among=among)
+    if raced:
+        table.loc[(table["role"] == CANDIDATE_ROLE) & ~among, "tied_with_best"] = False
+    return table, among
 
 
 def summarise(out_dir: Path, backbone: str, data_name: str, rounding: Rounding, emit_phis: tuple[float, ...],
@@ -246,12 +251,18 @@ def summarise(out_dir: Path, backbone: str, data_name: str, rounding: Rounding, 
                         f"nothing was frozen; the errors are in {out_dir / 'results.csv'}")
     correct = correctness(TrialStore(out_dir).load())
     ranking, among = ranked(results, correct, raced)
-    write_table(ranking, out_dir / "ranking", RANKING_FORMATS)
-    write_table(ranking[ranking["pareto"]].sort_values("macs"), out_dir / "pareto")
-
     contenders = ranking[ranking["role"] == CANDIDATE_ROLE]
     finalists = contenders[among[contenders.index]]
     finalists = finalists if len(finalists) else contenders
+    tied = contenders[contenders["tied_with_best"].fillna(False).astype(bool)]
+    win_id = None if contenders.empty else (
+        tied.sort_values(["macs", "top1_mean"], ascending=[True, False]).iloc[0]
+        if freeze == "cheapest_tied" and len(tied) else finalists.iloc[0])["candidate_id"]
+    ranking["frozen"] = ranking["candidate_id"] == win_id  # the row coefficients.yaml holds; the report reads it
+    contenders, tied = ranking.loc[contenders.index], ranking.loc[tied.index]
+    write_table(ranking, out_dir / "ranking", RANKING_FORMATS)
+    write_table(ranking[ranking["pareto"]].sort_values("macs"), out_dir / "pareto")
+
     baseline = ranking[ranking["role"] == BASELINE_ROLE]
     base_row = baseline.iloc[0].to_dict() if len(baseline) else None
     shown = ["candidate_id", "role", "depth_coef", "width_coef", "resolution_coef", "macs",
@@ -262,9 +273,7 @@ def summarise(out_dir: Path, backbone: str, data_name: str, rounding: Rounding, 
                         f"nothing was frozen; the errors are in {out_dir / 'results.csv'}")
     tried = sorted(set(results.loc[results["role"] == CANDIDATE_ROLE, "candidate_id"]))
     lost = [c for c in tried if c not in set(contenders["candidate_id"])]
-    tied = contenders[contenders["tied_with_best"].fillna(False).astype(bool)]
-    win = (tied.sort_values(["macs", "top1_mean"], ascending=[True, False]).iloc[0]
-           if freeze == "cheapest_tied" and len(tied) else finalists.iloc[0]).to_dict()
+    win = ranking[ranking["frozen"]].iloc[0].to_dict()
     coefficients = Coefficients(win["depth_coef"], win["width_coef"], win["resolution_coef"])
     margin = compare(results, correct, win["candidate_id"], base_row["candidate_id"]) if base_row else None
     rule = {"best": "the best mean top-1", "cheapest_tied": "the fewest MACs among those tied with the best"}[freeze]
