@@ -13,7 +13,11 @@ trial time?
 Reported, side by side: each one's tied set (``steps.step1.ranked``, the tables' own rule),
 whether the race's equals the full grid's, its trials, training MACs and trial time (the sum of
 the trials' ``train_time_s``; for the replay, the full grid's times of the same trials), and the
-wall time of the runs this script ran.
+wall time of the runs this script ran. Also the least share any race can reach: every network
+trains on the first seed, and each of the T candidates it ends with tied needs the seeds that tie
+them, so a race over N networks and k seeds that ends with the full grid's T trains at least
+(N + (k - 1) T) / (N k) of its trials: half only where T <= N (k/2 - 1) / (k - 1), a quarter of
+the grid at k = 3.
 
     python benchmarks/bench_racing.py --full /tmp/full3 --race /tmp/race3          # the default demo
     python benchmarks/bench_racing.py --full /tmp/full3 --no-race --override trainer.epochs=4
@@ -133,6 +137,11 @@ def main() -> None:
     out["trial_share"] = out["trials"] / len(full)
     out["time_share"] = out["trial_time_s"] / seconds(full)
     print(out.to_markdown(index=False, floatfmt=".3f"))
+    networks, k = full["candidate_id"].nunique(), len(seeds)
+    floor = (networks + (k - 1) * len(tied)) / (networks * k)
+    print(f"\nthe least trial share of a race that ends with the full grid's {len(tied)} tied on all {k} seeds: "
+          f"({networks} + {k - 1} x {len(tied)}) / ({networks} x {k}) = {floor:.2f}; one that stops a round "
+          f"early with them: {(networks + (k - 2) * len(tied)) / (networks * k):.2f}")
     print(f"\nfull grid's tied set ({len(tied)}): {' '.join(tied)}")
     print(f"replayed race's tied set ({len(r_tied)}): {' '.join(r_tied)}")
     for r in rounds:
