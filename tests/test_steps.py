@@ -347,6 +347,18 @@ def test_the_tied_set_is_named_and_the_freeze_rule_chooses_within_it(tmp_path, r
     assert dict(page.summary)["winner (α, β, γ)"].startswith(f"{coefs}: top-1")  # the report shows the frozen one
 
 
+def test_a_best_apart_from_every_other_candidate_is_named_alone(tmp_path):
+    """90 of 100 against 70 and 60 (20 and 30 discordant pairs, all one way): nothing ties."""
+    store = TrialStore(tmp_path)
+    _record_correct(store, "d1.40_w1.00_r1.20", "candidate", (1.4, 1.0, 1.2), 90)
+    _record_correct(store, "d2.00_w1.00_r1.00", "candidate", (2.0, 1.0, 1.0), 70)
+    _record_correct(store, "d1.00_w1.40_r1.00", "candidate", (1.0, 1.4, 1.0), 60)
+    out = io.StringIO()
+    step1.summarise(tmp_path, "resnet18", "digits", Rounding(), (1.0,), 10, out)
+    assert ("tied with the best at 95% (paired over 100 images): none; d1.40_w1.00_r1.20 is apart from "
+            "the other 2 candidates") in out.getvalue()
+
+
 def test_a_proxy_that_cannot_separate_the_candidates_says_so(tmp_path):
     store = TrialStore(tmp_path)
     _record_correct(store, "d1.40_w1.00_r1.20", "candidate", (1.4, 1.0, 1.2), 90)

@@ -306,9 +306,14 @@ def summarise(out_dir: Path, backbone: str, data_name: str, rounding: Rounding, 
         print(f"{len(lost)} of {len(tried)} candidates failed in every seed ({', '.join(lost[:5])}"
               f"{', ...' if len(lost) > 5 else ''}); the winner was chosen among the other "
               f"{len(tried) - len(lost)}", file=out)
-    if len(tied):
+    by = next((b for b in contenders["paired_by"] if isinstance(b, str) and b), "")  # the best's own row has none
+    paired = f" (paired over {by})" if by else ""
+    if len(tied) == 1 and len(contenders) > 1:
+        print(f"tied with the best at 95%{paired}: none; {tied['candidate_id'].iloc[0]} is apart from "
+              f"the other {len(contenders) - 1} candidates", file=out)
+    elif len(tied):
         every = len(tied) == len(contenders) and len(contenders) > 1
-        print(f"tied with the best at 95% (paired over {tied['paired_by'].iloc[-1] or 'the best itself'}): "
+        print(f"tied with the best at 95%{paired}: "
               f"{len(tied)} of {len(contenders)} candidates: {', '.join(tied['candidate_id'][:12])}"
               f"{', ...' if len(tied) > 12 else ''}"
               + ("; the proxy cannot separate the candidates" if every else ""), file=out)
