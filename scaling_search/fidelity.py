@@ -21,11 +21,12 @@ PROG = "scaling_search.fidelity"
 
 def validate(plain: dict) -> None:
     """Everything that can be checked before a fidelity run starts (used by the preflight)."""
-    # Lazy, for start-up time: --help, or an override that does not compose, is answered first.
+    settings = FidelitySettings.from_config(plain)  # needs no torch: most bad input is answered here
+    # Lazy, for start-up time: --help, or an override that does not compose or that the settings
+    # refuse, is answered before the training modules (and torch) load.
     from scaling_search.steps.fidelity import plan
     from scaling_search.train.runners.ray_tune import check_local_gpus
 
-    settings = FidelitySettings.from_config(plain)
     if settings.runner_kind == "ray":
         check_local_gpus(settings.runner)
     plan(settings)

@@ -20,12 +20,12 @@ PROG = "scaling_search.grid"
 
 def validate(plain: dict) -> None:
     """Everything that can be checked before a search starts (used by the preflight)."""
-    # Lazy here and below, for start-up time: --help, or an override that does not compose,
-    # is answered before the search's modules load.
+    settings = GridSettings.from_config(plain)  # needs no torch: most bad input is answered here
+    # Lazy here and below, for start-up time: --help, or an override that does not compose or
+    # that the settings refuse, is answered before the search's modules (and torch) load.
     from scaling_search.steps.step1 import plan
     from scaling_search.train.runners.ray_tune import check_local_gpus
 
-    settings = GridSettings.from_config(plain)
     if settings.runner_kind != "local" and not settings.dry_run:  # a dry run trains nothing
         check_local_gpus(settings.runner)
     plan(settings)

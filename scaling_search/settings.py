@@ -29,7 +29,6 @@ from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 import yaml
 from omegaconf import MISSING, OmegaConf
 
@@ -100,6 +99,12 @@ def _choice(name: str, value: str, choices: tuple[str, ...], why: str = "") -> N
     if value not in choices:
         listed = ", ".join(choices[:-1]) + f" or {choices[-1]}"
         raise ValueError(f"{name} must be {listed}{why}, got {value!r}")
+
+
+def _has_cuda() -> bool:
+    import torch  # lazy: only trainer.device=cuda asks, and the checks of the rest need no torch
+
+    return torch.cuda.is_available()
 
 
 @dataclass(frozen=True)
@@ -207,7 +212,7 @@ class TrainSettings:
         _number("trainer.label_smoothing", self.label_smoothing, 0 <= self.label_smoothing < 1, "in [0, 1)")
         _number("trainer.warmup_epochs", self.warmup_epochs, self.warmup_epochs >= 0, ">= 0")
         _positive_int("trainer.num_threads", self.num_threads)
-        if self.device == "cuda" and not torch.cuda.is_available():
+        if self.device == "cuda" and not _has_cuda():
             raise ValueError("trainer.device=cuda but this machine has no CUDA GPU; "
                              "use trainer.device=auto or cpu")
 

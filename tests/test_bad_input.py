@@ -454,3 +454,21 @@ def test_bad_input_as_a_user_runs_it(run_cli, scratch, module, args, expected):
     assert r.returncode == 2, r.stderr[-2000:]
     _refused(r.stderr, module, expected)
     assert _state(scratch) == before
+
+
+@pytest.mark.parametrize("module,arg", [("scaling_search.grid", "trainer.lr=-1"),
+                                        ("scaling_search.scale", "coefficients.depth_coef=0.5"),
+                                        ("scaling_search.fidelity", "budget.epochs_factor=0")])
+def test_settings_refuse_bad_input_before_torch_loads(tmp_path, module, arg):
+    """A user's typo is answered in about a second: the settings' checks import no torch (whose
+    import, with torchvision's, takes 5-8 s on a 2-core machine)."""
+    import subprocess
+    import sys
+
+    where = f"run_dir={tmp_path}" if module.endswith("fidelity") else f"out_dir={tmp_path / 'run'}"
+    code = (f"import runpy, sys\nsys.argv = [{module!r}, {arg!r}, {where!r}]\n"
+            f"try:\n    runpy.run_module({module!r}, run_name='__main__')\n"
+            "except SystemExit as e:\n    print('exit', e.code, 'torch' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["exit", "2", "False"], r.stdout + r.stderr[-2000:]
+    assert arg.split("=")[0] in r.stderr

@@ -23,11 +23,12 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from scaling_search.models.stages import BlockSpec, ScaledNetwork, conv_out, iter_blocks
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,9 @@ def count_cost(model: nn.Module, resolution_px: int, in_channels: int = 3,
     ``bias_adds=True`` adds one MAC per output element of each of those that has a bias, as
     pycls does.
     """
-    # Lazy, for start-up time: flop_counter costs about 0.1 s to import, and only this needs it.
+    # Lazy, for start-up time: the estimate and the apps' checks of their input need no torch.
+    import torch
+    from torch import nn
     from torch.utils.flop_counter import FlopCounterMode
 
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)

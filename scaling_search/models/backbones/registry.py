@@ -19,16 +19,19 @@ import importlib
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from scaling_search.models.cost import Cost, count_cost, estimate_cost
-from scaling_search.models.network import build_network
 from scaling_search.models.scaling import REFERENCE_ROUNDING, Multipliers, Rounding
 from scaling_search.models.stages import ScaledNetwork, StageTable, scale_resolution, scale_table
 
-Builder = Callable[[float, float, int], nn.Module]
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# torch is imported where a module is built, not here: scaling, the analytic cost and the apps'
+# checks of their input (bad input answered in about a second, not after torch's import) need none.
+Builder = Callable[[float, float, int], "nn.Module"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,10 @@ class ScaledModel:
               zero_init_residual: bool = True) -> nn.Module:
         """Builds the module; ``device="meta"`` allocates nothing. ``zero_init_residual`` starts
         each residual block of a stage-table network as the identity (a builder owns its init)."""
+        import torch
+
+        from scaling_search.models.network import build_network
+
         if self.network is not None:
             return build_network(self.network, num_classes, device, zero_init_residual)
         with torch.device(device) if device is not None else nullcontext():
