@@ -3,7 +3,13 @@
 The blocks follow the reference implementations whose parameter counts the tests pin:
 torchvision's ``efficientnet_b0``..``b7`` (MBConv with squeeze-and-excitation), ``resnet*``
 (v1.5: the stride sits on the bottleneck's 3×3) and ``mobilenet_v2``, and Howard et al. 2017,
-Table 1 for MobileNetV1. Layers come from ``torchvision.ops``.
+Table 1 for MobileNetV1.
+
+The three layers torchvision keeps in ``torchvision.ops`` (conv-norm-activation,
+squeeze-and-excitation, row-wise stochastic depth) are written out here, a few lines each, with
+torchvision's structure, parameter names and random draws: ``import torchvision.ops`` loads all of
+torchvision (its datasets, models and io), 2.3 s in every Ray actor on a 2-core machine, before a
+trial can start. ``tests/test_network.py`` checks each against torchvision's own, output for output.
 """
 
 from __future__ import annotations
@@ -13,18 +19,58 @@ from contextlib import nullcontext
 
 import torch
 from torch import nn
-from torchvision.ops import SqueezeExcitation, StochasticDepth
-from torchvision.ops.misc import Conv2dNormActivation
-
 from scaling_search.models.stages import BlockSpec, ScaledNetwork, iter_blocks
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "relu6": nn.ReLU6, "silu": nn.SiLU}
 
 
 def _cna(cin: int, cout: int, k: int, stride: int, act: type[nn.Module] | None,
-         groups: int = 1) -> Conv2dNormActivation:
-    return Conv2dNormActivation(cin, cout, kernel_size=k, stride=stride, groups=groups,
-                                norm_layer=nn.BatchNorm2d, activation_layer=act)
+         groups: int = 1) -> nn.Sequential:
+    """Conv ("same" padding, no bias) → BatchNorm → activation (in place): torchvision's
+    ``Conv2dNormActivation`` with ``norm_layer=nn.BatchNorm2d``, keys ``0.weight``, ``1.weight``..."""
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, padding=(k - 1) // 2, groups=groups, bias=False),
+                               nn.BatchNorm2d(cout)]
+    if act is not None:
+        layers.append(act(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class SqueezeExcitation(nn.Module):
+    """Hu et al. 2018: x · sigmoid(fc2(act(fc1(avgpool(x))))), torchvision's layout and names."""
+
+    def __init__(self, channels: int, squeeze_channels: int, activation: type[nn.Module] = nn.ReLU) -> None:
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeeze_channels, 1)
+        self.fc2 = nn.Conv2d(squeeze_channels, channels, 1)
+        self.activation = activation()
+        self.scale_activation = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x))))) * x
+
+
+class StochasticDepth(nn.Module):
+    """Huang et al. 2016, per sample ("row"): in training, each sample's branch is kept with
+    probability 1 − p and scaled by 1/(1 − p); the identity in evaluation."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"drop probability must lie in [0, 1], got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        noise = torch.empty([x.shape[0]] + [1] * (x.ndim - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
+        if keep > 0.0:
+            noise.div_(keep)
+        return x * noise
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 class _Residual(nn.Module):
@@ -35,7 +81,7 @@ class _Residual(nn.Module):
         super().__init__()
         self.body = body
         self.shortcut = shortcut if shortcut is not None else nn.Identity()
-        self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
+        self.drop_path = StochasticDepth(drop_path) if drop_path > 0 else nn.Identity()
         self.act = act(inplace=True) if act is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
