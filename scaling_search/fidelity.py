@@ -25,10 +25,10 @@ def validate(plain: dict) -> None:
     # Lazy, for start-up time: --help, or an override that does not compose or that the settings
     # refuse, is answered before the training modules (and torch) load.
     from scaling_search.steps.fidelity import plan
-    from scaling_search.train.runners.ray_tune import check_local_gpus
+    from scaling_search.train.runners.ray_tune import check_local_resources
 
     if settings.runner_kind == "ray":
-        check_local_gpus(settings.runner)
+        check_local_resources(settings.runner)
     plan(settings)
 
 

@@ -24,10 +24,10 @@ def validate(plain: dict) -> None:
     # Lazy here and below, for start-up time: --help, or an override that does not compose or
     # that the settings refuse, is answered before the search's modules (and torch) load.
     from scaling_search.steps.step1 import plan
-    from scaling_search.train.runners.ray_tune import check_local_gpus
+    from scaling_search.train.runners.ray_tune import check_local_resources
 
     if settings.runner_kind != "local" and not settings.dry_run:  # a dry run trains nothing
-        check_local_gpus(settings.runner)
+        check_local_resources(settings.runner)
     plan(settings)
 
 

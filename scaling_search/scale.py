@@ -49,10 +49,10 @@ def validate(plain: dict) -> None:
     settings = ScaleSettings.from_config(plain)
     # Lazy here and below, for start-up time: emission alone never loads the training modules.
     if settings.train and not settings.dry_run:
-        from scaling_search.train.runners.ray_tune import check_local_gpus
+        from scaling_search.train.runners.ray_tune import check_local_resources
 
         if settings.runner_kind == "ray":
-            check_local_gpus(settings.runner)
+            check_local_resources(settings.runner)
     if settings.train or settings.dry_run:
         from scaling_search.steps.step2 import plan
 

@@ -123,6 +123,8 @@ ROWS = [
     # --- grid: the runner
     (GRID, ["runner.cpus_per_trial=0"], "runner.cpus_per_trial must be a number > 0"),
     (GRID, ["runner.cpus_per_trial=inf"], "runner.cpus_per_trial must be a finite number > 0"),
+    (GRID, ["runner.num_cpus=2", "runner.cpus_per_trial=3"],
+     "runner.cpus_per_trial=3 but the local Ray has 2 CPUs; set runner.cpus_per_trial to at most 2"),
     (GRID, ["runner.gpus_per_trial=nan"], "runner.gpus_per_trial must be a finite number >= 0 (or null), got nan"),
     (GRID, ["runner.gpus_per_trial=inf"], "runner.gpus_per_trial must be a finite number >= 0 (or null), got inf"),
     (GRID, ["runner.gpus_per_trial=-1"], "runner.gpus_per_trial must be a number >= 0 (or null)"),

@@ -17,7 +17,10 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import ClassVar, TypeVar
 
 import torch
 
@@ -30,13 +33,21 @@ from scaling_search.train.trial import TrialSpec, run_trial
 
 EXPERIMENT = "tune"
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
-def check_local_gpus(settings: RaySettings) -> None:
-    """Fails fast, before Ray starts, when GPUs are asked of a local machine that has none."""
-    if (settings.gpus_per_trial or 0) > 0 and settings.address is None and not torch.cuda.is_available():
+def check_local_resources(settings: RaySettings) -> None:
+    """Fails fast, before a local Ray starts, when a trial asks for more than it will have: GPUs
+    of a machine that has none, or more CPUs than the local Ray (``check_cluster`` checks a cluster's)."""
+    if settings.address is not None:
+        return
+    if (settings.gpus_per_trial or 0) > 0 and not torch.cuda.is_available():
         raise ValueError(f"runner.gpus_per_trial={settings.gpus_per_trial:g} but this machine has "
                          "no CUDA GPU (the trials would wait forever); set runner.gpus_per_trial=0")
+    cpus = settings.num_cpus or os.cpu_count() or 1
+    if settings.cpus_per_trial > cpus:
+        raise ValueError(f"runner.cpus_per_trial={settings.cpus_per_trial:g} but the local Ray has "
+                         f"{cpus} CPUs; set runner.cpus_per_trial to at most {cpus}")
 
 
 def start_ray(settings: RaySettings) -> bool:
@@ -76,6 +87,63 @@ def check_cluster(settings: RaySettings) -> None:
     if res.get("CPU", 0) < settings.cpus_per_trial:
         raise ValueError(f"runner.cpus_per_trial={settings.cpus_per_trial:g} but the Ray cluster "
                          f"has {res.get('CPU', 0):g} CPUs")
+
+
+class RaySession:
+    """The Ray of one step: a cluster is joined at once (a wrong address is answered before any
+    work); a local Ray starts when first needed (``ensure``), so that ``while_starting`` can
+    decode the data during its 4-5 s start. Only what this session started is shut down."""
+
+    current: ClassVar[RaySession | None] = None  # the step's session, while it is open
+
+    def __init__(self, settings: RaySettings):
+        self.settings = settings
+        self.owns: bool | None = None  # None: not started yet
+
+    def __enter__(self) -> RaySession:
+        if self.settings.address is not None:
+            try:
+                self.ensure()
+            except BaseException:
+                self.__exit__()
+                raise
+        RaySession.current = self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        RaySession.current = None
+        if self.owns:
+            import ray  # lazy: importing Ray costs ~1 s, which runner=local never pays
+
+            ray.shutdown()
+
+    def ensure(self) -> None:
+        """Starts (or joins) Ray once, and checks that it can hold a trial."""
+        if self.owns is None:
+            self.owns = start_ray(self.settings)
+            check_cluster(self.settings)
+
+    def while_starting(self, work: Callable[[], T]) -> T:
+        """``work()`` in a thread while Ray starts here, if it has not started yet; else just
+        ``work()``. A failed start is raised once ``work`` has ended (nothing is left half-done)."""
+        if self.owns is not None:
+            return work()
+        with ThreadPoolExecutor(1, thread_name_prefix="scaling_search-while-ray-starts") as pool:
+            result = pool.submit(work)
+            self.ensure()
+            return result.result()
+
+
+def ensure_ray() -> None:
+    """Starts the open session's Ray if it has not started yet (a no-op outside a session)."""
+    if RaySession.current is not None:
+        RaySession.current.ensure()
+
+
+def while_ray_starts(work: Callable[[], T]) -> T:
+    """``work()``, overlapped with the start of the open session's local Ray where one is pending."""
+    session = RaySession.current
+    return work() if session is None else session.while_starting(work)
 
 
 def load_state(path: Path) -> dict:
@@ -130,6 +198,7 @@ class RayTuneRunner:
     def concurrency(self) -> int:
         import ray  # lazy: importing Ray costs ~1 s, which runner=local never pays
 
+        ensure_ray()
         cpus = ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else (os.cpu_count() or 1)
         n = max(1, int(cpus // self.settings.cpus_per_trial))
         gpus_per_trial = self.gpus_per_trial()
@@ -142,6 +211,7 @@ class RayTuneRunner:
         """The configured GPUs per trial; for ``None``, a share of a GPU if the cluster has any."""
         import ray  # lazy: importing Ray costs ~1 s, which runner=local never pays
 
+        ensure_ray()
         if self.settings.gpus_per_trial is not None:
             return self.settings.gpus_per_trial
         has_gpus = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
@@ -153,6 +223,7 @@ class RayTuneRunner:
 
         from scaling_search.train.runners.tune_callback import Recording, live  # lazy: imports Ray
 
+        ensure_ray()
         s = self.settings
         threads = max(1, int(s.cpus_per_trial))
         gpus = self.gpus_per_trial()
