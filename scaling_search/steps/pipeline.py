@@ -40,7 +40,7 @@ from scaling_search.models.scaling import Coefficients, Rounding
 from scaling_search.settings import DataSettings, RaySettings, TrainSettings, storage_url
 from scaling_search.tables import write_table
 from scaling_search.train.data import FolderData, ImageData, load_dataset, num_classes_of
-from scaling_search.train.execution import check_identity, make_runner, run_specs, while_ray_starts, write_identity
+from scaling_search.train.execution import check_identity, make_runner, run_specs, write_identity
 from scaling_search.train.records import TrialStore
 from scaling_search.train.study import open_study
 from scaling_search.train.status import FAILED
@@ -200,11 +200,9 @@ def prepare(run: RunFolder, config: dict, columns: dict[str, dict], *, data: Dat
             study_storage: str | None, study_name: str | None, write_plan: Callable[[Path, int], None],
             out) -> tuple[ImageData | FolderData, optuna.Study]:
     """Setup (inside ``with run:``): decode the data once (at the largest resolution in
-    ``columns``, while a local Ray starts where one is to start), open the folder and write the
-    step's plan (``write_plan(out_dir, num_classes)``); the images and the run's study, for
-    ``run_specs`` (once, or once per round of a race)."""
-    top_px = max(col["resolution_px"] for col in columns.values())
-    images = while_ray_starts(lambda: load_dataset(data, top_px, out))
+    ``columns``), open the folder and write the step's plan (``write_plan(out_dir, num_classes)``);
+    the images and the run's study, for ``run_specs`` (once, or once per round of a race)."""
+    images = load_dataset(data, max(col["resolution_px"] for col in columns.values()), out)
     if images.num_classes != num_classes_of(data):
         raise ValueError(f"{data.name} has {images.num_classes} classes, expected {num_classes_of(data)}")
     study = run.open(config, study_storage, study_name, out=out)

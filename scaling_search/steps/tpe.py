@@ -27,7 +27,7 @@ from scaling_search.plan.space import Candidate, SearchSpace, candidate_id
 from scaling_search.settings import DataSettings, TrainSettings
 from scaling_search.steps.pipeline import RunFolder
 from scaling_search.train.data import load_dataset
-from scaling_search.train.execution import RunInterrupted, while_ray_starts
+from scaling_search.train.execution import RunInterrupted
 from scaling_search.train.progress import Progress
 from scaling_search.train.records import TrialStore
 from scaling_search.train.status import FAILED, OK
@@ -57,8 +57,7 @@ def run_tpe_search(run: RunFolder, config: dict, space: SearchSpace, runner, n_t
     g_lo, g_hi = (float(x) for x in space.resolution_range)
     bb = get_backbone(backbone)
     base_cost = bb.scale(base, rounding, resolution_px).cost(num_classes)
-    top_px = bb.scale(base * Multipliers(1, 1, g_hi), rounding, resolution_px).resolution_px
-    images = while_ray_starts(lambda: load_dataset(data, top_px, out))  # decoded while a local Ray starts
+    images = load_dataset(data, bb.scale(base * Multipliers(1, 1, g_hi), rounding, resolution_px).resolution_px, out)
 
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, n_trials // 3)),
                                          multivariate=True, constant_liar=True)

@@ -19,8 +19,7 @@ from scaling_search.train.data import FolderData, ImageData
 from scaling_search.train.progress import Progress
 from scaling_search.train.records import TrialStore
 from scaling_search.train.runners import LocalRunner
-from scaling_search.train.runners.ray_tune import RaySession, RayTuneRunner, check_local_resources
-from scaling_search.train.runners.ray_tune import while_ray_starts  # noqa: F401 - for the steps
+from scaling_search.train.runners.ray_tune import RayTuneRunner, check_cluster, check_local_resources, start_ray
 from scaling_search.train.study import record_trial, recorded_ids
 from scaling_search.train.trainer import TrainSettings
 from scaling_search.train.trial import TrialSpec
@@ -61,14 +60,20 @@ def uses_ray(kind: str, executor: str = "ray") -> bool:
 
 @contextmanager
 def ray_session(settings: RaySettings, needed: bool) -> Iterator[None]:
-    """Ray for a step, when ``needed``: a cluster is joined (and checked) here; a local Ray starts
-    when first used, with the data decoded meanwhile (``while_ray_starts``). Shuts down what it started."""
+    """Starts (or joins) Ray when ``needed``, checks it can hold a trial, and shuts down what it started."""
     if not needed:
         yield
         return
     check_local_resources(settings)
-    with RaySession(settings):
+    owns_ray = start_ray(settings)
+    try:
+        check_cluster(settings)
         yield
+    finally:
+        if owns_ray:
+            import ray  # here, not at the top: importing Ray costs a second that runner=local never needs
+
+            ray.shutdown()
 
 
 def make_runner(kind: str, settings: RaySettings, out_dir: Path):

@@ -17,10 +17,7 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import ClassVar, TypeVar
 
 import torch
 
@@ -33,7 +30,6 @@ from scaling_search.train.trial import TrialSpec, run_trial
 
 EXPERIMENT = "tune"
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def check_local_resources(settings: RaySettings) -> None:
@@ -89,63 +85,6 @@ def check_cluster(settings: RaySettings) -> None:
                          f"has {res.get('CPU', 0):g} CPUs")
 
 
-class RaySession:
-    """The Ray of one step: a cluster is joined at once (a wrong address is answered before any
-    work); a local Ray starts when first needed (``ensure``), so that ``while_starting`` can
-    decode the data during its 4-5 s start. Only what this session started is shut down."""
-
-    current: ClassVar[RaySession | None] = None  # the step's session, while it is open
-
-    def __init__(self, settings: RaySettings):
-        self.settings = settings
-        self.owns: bool | None = None  # None: not started yet
-
-    def __enter__(self) -> RaySession:
-        if self.settings.address is not None:
-            try:
-                self.ensure()
-            except BaseException:
-                self.__exit__()
-                raise
-        RaySession.current = self
-        return self
-
-    def __exit__(self, *exc) -> None:
-        RaySession.current = None
-        if self.owns:
-            import ray  # lazy: importing Ray costs ~1 s, which runner=local never pays
-
-            ray.shutdown()
-
-    def ensure(self) -> None:
-        """Starts (or joins) Ray once, and checks that it can hold a trial."""
-        if self.owns is None:
-            self.owns = start_ray(self.settings)
-            check_cluster(self.settings)
-
-    def while_starting(self, work: Callable[[], T]) -> T:
-        """``work()`` in a thread while Ray starts here, if it has not started yet; else just
-        ``work()``. A failed start is raised once ``work`` has ended (nothing is left half-done)."""
-        if self.owns is not None:
-            return work()
-        with ThreadPoolExecutor(1, thread_name_prefix="scaling_search-while-ray-starts") as pool:
-            result = pool.submit(work)
-            self.ensure()
-            return result.result()
-
-
-def ensure_ray() -> None:
-    """Starts the open session's Ray if it has not started yet (a no-op outside a session)."""
-    if RaySession.current is not None:
-        RaySession.current.ensure()
-
-
-def while_ray_starts(work: Callable[[], T]) -> T:
-    """``work()``, overlapped with the start of the open session's local Ray where one is pending."""
-    session = RaySession.current
-    return work() if session is None else session.while_starting(work)
-
-
 def load_state(path: Path) -> dict:
     """A trial's checkpoint: tensors, numbers and containers only (``weights_only=True``), so a
     file planted in a run folder cannot run code on the next resume."""
@@ -198,7 +137,6 @@ class RayTuneRunner:
     def concurrency(self) -> int:
         import ray  # lazy: importing Ray costs ~1 s, which runner=local never pays
 
-        ensure_ray()
         cpus = ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else (os.cpu_count() or 1)
         n = max(1, int(cpus // self.settings.cpus_per_trial))
         gpus_per_trial = self.gpus_per_trial()
@@ -211,7 +149,6 @@ class RayTuneRunner:
         """The configured GPUs per trial; for ``None``, a share of a GPU if the cluster has any."""
         import ray  # lazy: importing Ray costs ~1 s, which runner=local never pays
 
-        ensure_ray()
         if self.settings.gpus_per_trial is not None:
             return self.settings.gpus_per_trial
         has_gpus = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
@@ -223,7 +160,6 @@ class RayTuneRunner:
 
         from scaling_search.train.runners.tune_callback import Recording, live  # lazy: imports Ray
 
-        ensure_ray()
         s = self.settings
         threads = max(1, int(s.cpus_per_trial))
         gpus = self.gpus_per_trial()
