@@ -279,3 +279,16 @@ def test_a_run_killed_before_it_wrote_search_json_is_taken_over(tmp_path):
     assert "took over the lock of pid 4194999 on gone" in log
     assert len(pd.read_csv(outcome.run_dir / "results.csv")) == 4
     assert (outcome.run_dir / "coefficients.yaml").is_file()
+
+
+def test_a_ray_already_running_here_is_judged_by_its_own_cpus(ray_session, monkeypatch):
+    """The local CPU check judges the Ray it would start; one this process already runs (2 CPUs
+    here) is left to check_cluster, even where this machine reports fewer cores."""
+    from scaling_search.settings import RaySettings
+    from scaling_search.train.runners.ray_tune import check_cluster, check_local_resources
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    check_local_resources(RaySettings(cpus_per_trial=2))  # not refused: the running Ray has 2
+    check_cluster(RaySettings(cpus_per_trial=2))
+    with pytest.raises(ValueError, match="the Ray cluster has 2 CPUs"):
+        check_cluster(RaySettings(cpus_per_trial=3))

@@ -9,7 +9,8 @@ The three layers torchvision keeps in ``torchvision.ops`` (conv-norm-activation,
 squeeze-and-excitation, row-wise stochastic depth) are written out here, a few lines each, with
 torchvision's structure, parameter names and random draws: ``import torchvision.ops`` loads all of
 torchvision (its datasets, models and io): 2.3 s of imports in a fresh process, and a search's two
-Ray actors ready to train 3.1 s later on 2 cores (``benchmarks/bench_actor_start.py``). ``tests/test_network.py`` checks each against torchvision's own, output for output.
+Ray actors ready to train 3.1 s later on 2 cores (``benchmarks/bench_actor_start.py``).
+``tests/test_network.py`` checks each against torchvision's own, output for output.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -40,8 +41,11 @@ def check_local_resources(settings: RaySettings) -> None:
     if (settings.gpus_per_trial or 0) > 0 and not torch.cuda.is_available():
         raise ValueError(f"runner.gpus_per_trial={settings.gpus_per_trial:g} but this machine has "
                          "no CUDA GPU (the trials would wait forever); set runner.gpus_per_trial=0")
+    # A Ray this process already runs (ray.init from Python) is joined as it is: check_cluster
+    # checks it once joined. Checked without importing Ray, which would cost the preflight ~1 s.
+    joined = "ray" in sys.modules and sys.modules["ray"].is_initialized()
     cpus = settings.num_cpus or os.cpu_count() or 1
-    if settings.cpus_per_trial > cpus:
+    if not joined and settings.cpus_per_trial > cpus:
         raise ValueError(f"runner.cpus_per_trial={settings.cpus_per_trial:g} but the local Ray has "
                          f"{cpus} CPUs; set runner.cpus_per_trial to at most {cpus}")
 
