@@ -62,6 +62,7 @@ def _model(device, cell=CELL):
 
 def hand_loop(data, px: int, settings: TrainSettings, device, cell=CELL) -> float:
     """The smallest correct loop: shuffle, index, forward, loss, backward, step. Images/s."""
+    torch.backends.cudnn.benchmark = False  # torch's default (the trainer sets it per its settings)
     model, _ = _model(device, cell)
     x, _ = data.at_resolution(px)
     x, y = x.to(device), data.train_labels.to(device)
@@ -136,9 +137,14 @@ def main() -> None:
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, device {device}, "
           f"digits ({len(data.train_labels)} training images), {args.epochs} epochs, batch {args.batch_size}, "
           f"best of {args.repeats} interleaved\n")
+    # On CUDA, the trainer's GPU switches too, each against the default: cuDNN's autotuner and
+    # mixed precision off.
+    extra = [] if device.type != "cuda" else [("cudnn.benchmark", {"cudnn_benchmark": True}),
+                                              ("fp32", {"amp": False})]
     print("| network | px | threads | hand loop (img/s) | trainer (img/s) | trainer, NCHW (img/s) | "
-          "trainer / hand | NCHW / hand |")
-    print("|---|--:|--:|--:|--:|--:|--:|--:|")
+          + "".join(f"trainer, {name} (img/s) | " for name, _ in extra)
+          + "trainer / hand | NCHW / hand |" + "".join(f" {name} / hand |" for name, _ in extra))
+    print("|---|--:|--:|--:|--:|--:|--:|--:|" + "--:|--:|" * len(extra))
     ratios = {}
     for cell in ([] if args.compile_only else CELLS):
         _, px = _model("meta", cell)
@@ -149,13 +155,19 @@ def main() -> None:
             nchw = replace(s, channels_last=False)
             hand_loop(data, px, TrainSettings(epochs=1, batch_size=args.batch_size), device, cell)  # warm-up
             hand, ours, plain = [], [], []
+            more = {name: [] for name, _ in extra}
             for _ in range(args.repeats):
                 hand.append(hand_loop(data, px, s, device, cell))
                 ours.append(trainer_loop(data, px, s, device, cell))
                 plain.append(trainer_loop(data, px, nchw, device, cell))
+                for name, change in extra:
+                    more[name].append(trainer_loop(data, px, replace(s, **change), device, cell))
             ratios[(cell[0], threads)] = max(ours) / max(hand)
-            print(f"| {cell[0]} | {px} | {threads} | {max(hand):,.0f} | {max(ours):,.0f} | {max(plain):,.0f} | "
-                  f"{max(ours) / max(hand):.2f}x | {max(plain) / max(hand):.2f}x |", flush=True)
+            h = max(hand)
+            print(f"| {cell[0]} | {px} | {threads} | {h:,.0f} | {max(ours):,.0f} | {max(plain):,.0f} | "
+                  + "".join(f"{max(v):,.0f} | " for v in more.values())
+                  + f"{max(ours) / h:.2f}x | {max(plain) / h:.2f}x |"
+                  + "".join(f" {max(v) / h:.2f}x |" for v in more.values()), flush=True)
     eff = sorted(r for (name, _), r in ratios.items() if name.startswith("B0"))
     if ratios:
         print(f"\nTrainer / hand loop: median over the EfficientNet cells {statistics.median(eff):.2f}x, "

@@ -35,7 +35,8 @@ RESULT_COLUMNS = [
     "candidate_id", "role", "trial_id", "seed", "depth_coef", "width_coef", "resolution_coef", "product",
     "depth_mult", "width_mult", "resolution_mult", "resolution_px", "params", "macs",
     "activations", "macs_ratio", "final_top1", "best_top1", "final_val_loss", "epochs",
-    "status", "error", "train_time_s", "images_per_s", "wall_time_s", "node", "node_id", "merged",
+    "status", "error", "setup_time_s", "train_time_s", "images_per_s", "wall_time_s", "peak_gpu_mib", "step",
+    "node", "node_id", "merged",
 ]
 
 

@@ -51,7 +51,8 @@ MEMBER_KEYS = ("candidate_id", "role", "phi", "depth_scale", "width_scale", "res
                "macs_mismatch")
 RESULT_COLUMNS = [*MEMBER_KEYS[:2], "trial_id", "seed", *MEMBER_KEYS[2:], "depth_mult", "width_mult",
                   "resolution_mult", "final_top1", "best_top1", "final_val_loss", "epochs", "status",
-                  "error", "train_time_s", "images_per_s", "wall_time_s", "node", "node_id"]
+                  "error", "setup_time_s", "train_time_s", "images_per_s", "wall_time_s", "peak_gpu_mib",
+                  "step", "node", "node_id"]
 FAMILY_FORMATS = {"phi": "{:g}", "depth_scale": "{:.3f}", "width_scale": "{:.3f}",
                   "resolution_scale": "{:.3f}", "params": "{:,}", "macs": "{:,}", "activations": "{:,}",
                   "macs_ratio": "{:.2f}", "target_macs": "{:,}", "macs_mismatch": "{:+.3f}",

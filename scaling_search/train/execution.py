@@ -126,6 +126,8 @@ def run_specs(out_dir: Path, specs: list[TrialSpec], columns: dict[str, dict], d
           f"({runner_kind} runner) -> {out_dir}", file=out, flush=True)
     progress = Progress(len(pending), runner.concurrency, len(specs) - len(pending), out)
     runner.run(pending, data, trainer, on_result, progress)
+    if progress.done:
+        print(progress.overhead(), file=out, flush=True)
     ended = {r["spec"]["trial_id"] for r in store.load()}
     missing = [sp.trial_id for sp in specs if sp.trial_id not in ended]
     if missing:  # Ray Tune returns, rather than raises, when it is interrupted

@@ -1,22 +1,22 @@
 """Batches for the trainer: from tensors held in memory, or from an image folder's cache.
 
-Either way the trainer gets float32 batches on its device, normalised there, and never a
-dataset-sized float copy on the GPU:
+Either way the trainer gets float32 batches on its device, normalised there.
 
+On a CPU:
 - ``TensorFeed`` (built-in, CIFAR, and image folders with ``resize`` held in memory): the whole
-  set is resized once to the trial's resolution. On a CPU it is kept as normalised float32
-  (small by the memory budget; the fastest loop there is). On a GPU it is kept as uint8 in
-  pinned host memory; each batch is copied without blocking and converted on the GPU.
+  set is resized once to the trial's resolution and kept as normalised float32 (small by the
+  memory budget; the fastest loop there is).
 - ``LoaderFeed`` (image folders with ``crop``, or streamed): a DataLoader whose workers read
-  uint8 images by offset from the cache file and apply torchvision's
-  transforms to uint8: random-resized-crop and flip in training, resize to resolution / 0.875
-  and centre crop in validation. For a GPU, uint8 batches are pinned and normalised on the
-  GPU; for a CPU trial, the workers normalise them (the CPU is the trial's device), so the
-  conversion runs beside the training steps instead of between them. "Held in memory" here
-  means the OS page cache, read ahead once: one copy per node that every trial and worker
-  shares, which measured faster than a copy in each trial (forked workers fault its pages in).
+  uint8 images by offset from the cache file and apply torchvision's transforms to uint8:
+  random-resized-crop and flip in training, resize to resolution / 0.875 and centre crop in
+  validation; the trial's process normalises them. "Held in memory" here means the OS page
+  cache, read ahead once: one copy per node that every trial and worker shares.
 
-Both are deterministic for a seed: the shuffle, the flips and the crops are drawn from the
+On a GPU (``device_feed``): the set held on the GPU as uint8 (``device_feed.DeviceFeed``), or an
+image folder that is not held in memory read by workers kept across epochs and cropped on the
+GPU (``StreamFeed``); nothing random happens on the host but the epoch's draws.
+
+All are deterministic for a seed: the shuffle, the flips and the crops are drawn from the
 trainer's generator (a DataLoader's workers are seeded from it, per epoch), so a run resumed
 from a checkpoint continues as if never stopped.
 """
@@ -61,7 +61,8 @@ class _StackU8:
 
 
 class TensorFeed:
-    """The whole set resized once to the trial's resolution (today's in-memory path)."""
+    """The whole set resized once to the trial's resolution, as normalised float32 in host
+    memory: the CPU's path (a GPU trial takes ``DeviceFeed``)."""
 
     def __init__(self, data: ImageData, resolution_px: int, batch: int, eval_batch: int,
                  device: torch.device, memory_format: torch.memory_format = torch.contiguous_format):
@@ -70,42 +71,23 @@ class TensorFeed:
         self.batch = min(batch, len(self.train_y))
         self.steps_per_epoch = len(self.train_y) // self.batch  # the last partial batch is dropped
         self.num_val = len(self.val_y)
-        if device.type == "cuda":
-            mean, std = data.mean_std()
-            self.train_x, self.val_x = (_resize_u8(x, resolution_px).pin_memory()
-                                        for x in (data.train_images, data.val_images))
-            self.convert = _Normaliser(mean, std, device, memory_format)
-        else:  # indexing a channels-last tensor gives channels-last batches: no per-batch copy
-            self.train_x, self.val_x = (x.contiguous(memory_format=memory_format)
-                                        for x in data.at_resolution(resolution_px))
-            self.convert = lambda x: x
+        # indexing a channels-last tensor gives channels-last batches: no per-batch copy
+        self.train_x, self.val_x = (x.contiguous(memory_format=memory_format)
+                                    for x in data.at_resolution(resolution_px))
 
     def train_batches(self, gen: torch.Generator) -> Batches:
         order = torch.randperm(len(self.train_y), generator=gen)
         flips = torch.rand(len(self.train_y), generator=gen) < 0.5 if self.flip else None
         for step in range(self.steps_per_epoch):
             idx = order[step * self.batch:(step + 1) * self.batch]
-            x = self.convert(self.train_x[idx])
+            x = self.train_x[idx]
             if flips is not None:
-                x = torch.where(flips[idx].to(x.device)[:, None, None, None], x.flip(-1), x)
-            yield x, self.train_y[idx].to(self.device, non_blocking=True)
+                x = torch.where(flips[idx][:, None, None, None], x.flip(-1), x)
+            yield x, self.train_y[idx]
 
     def val_batches(self) -> Batches:
         for i in range(0, self.num_val, self.eval_batch):
-            yield (self.convert(self.val_x[i:i + self.eval_batch]),
-                   self.val_y[i:i + self.eval_batch].to(self.device, non_blocking=True))
-
-
-def _resize_u8(images: torch.Tensor, px: int, chunk: int = 2048) -> torch.Tensor:
-    """uint8 images resized to ``px`` (antialiased when shrinking), still uint8."""
-    if images.shape[-1] == px and images.shape[-2] == px:
-        return images.contiguous()
-    out = torch.empty(images.shape[0], images.shape[1], px, px, dtype=torch.uint8)
-    for i in range(0, images.shape[0], chunk):
-        x = images[i:i + chunk].float()
-        x = F.interpolate(x, size=(px, px), mode="bilinear", align_corners=False, antialias=x.shape[-1] > px)
-        out[i:i + chunk] = x.round_().clamp_(0, 255).to(torch.uint8)
-    return out
+            yield self.val_x[i:i + self.eval_batch], self.val_y[i:i + self.eval_batch]
 
 
 class CacheRows(torch.utils.data.Dataset):
@@ -200,13 +182,128 @@ class LoaderFeed:
             yield self.convert(x), y.to(self.device, non_blocking=True)
 
 
+class _EpochOrder(torch.utils.data.Sampler):
+    """Batches of an order the feed sets before each epoch: a DataLoader with persistent
+    workers re-reads its batch sampler in the main process each epoch, so the workers (started
+    once per trial) never draw anything random."""
+
+    def __init__(self, batch: int, drop_last: bool, count: int):
+        self.batch, self.drop_last, self.order = batch, drop_last, torch.arange(count)
+
+    def __iter__(self):
+        n = len(self.order) // self.batch * self.batch if self.drop_last else len(self.order)
+        for i in range(0, n, self.batch):
+            yield self.order[i:i + self.batch].tolist()
+
+    def __len__(self) -> int:
+        n = len(self.order)
+        return n // self.batch if self.drop_last else -(-n // self.batch)
+
+
+class StreamFeed:
+    """A GPU trial's image folder too large to hold on the device: DataLoader workers (started
+    once per trial, one per CPU of the trial) read uint8 rows by offset and stack them in pinned
+    memory; the crop, flip and normalisation run on the device, drawn as ``DeviceFeed`` draws
+    them, so both give the same batches for a seed."""
+
+    def __init__(self, data: FolderData, resolution_px: int, batch: int, eval_batch: int,
+                 device: torch.device, memory_format: torch.memory_format = torch.contiguous_format,
+                 workers: int | None = None):
+        from scaling_search.train.device_feed import centre_crop_u8, crop_resize, random_resized_boxes
+
+        self._boxes, self._crop, self._centre = random_resized_boxes, crop_resize, centre_crop_u8
+        c = data.cache
+        if data.in_memory:
+            _read_ahead(c.path)
+        identity = lambda x: x  # noqa: E731 - the rows as cached; the device transforms them
+        self.train_set = CacheRows(c, c.train_rows, c.train_labels, identity)
+        self.val_set = CacheRows(c, c.val_rows, c.val_labels, identity)
+        self.batch, self.eval_batch = min(batch, len(self.train_set)), eval_batch
+        self.steps_per_epoch = len(self.train_set) // self.batch
+        self.num_val, self.px, self.cache_px = len(self.val_set), resolution_px, c.px
+        self.crop, self.flip = data.transforms == "crop", data.flip
+        self.device, self.memory_format = device, memory_format
+        self.mean = torch.as_tensor(c.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255
+        self.inv_std = 1 / (torch.as_tensor(c.std, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255)
+        n = data.workers if workers is None else workers
+        self.sampler = _EpochOrder(self.batch, True, len(self.train_set))
+        self.train_loader = self._loader(self.train_set, n, batch_sampler=self.sampler)
+        self.val_loader = self._loader(self.val_set, n, batch_size=eval_batch)
+
+    def _loader(self, dataset, workers: int, **kw):
+        return torch.utils.data.DataLoader(
+            dataset, num_workers=workers, pin_memory=self.device.type == "cuda",
+            collate_fn=_StackU8(torch.contiguous_format), persistent_workers=workers > 0,
+            prefetch_factor=4 if workers else None, **kw)
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sub_(self.mean).mul_(self.inv_std).contiguous(memory_format=self.memory_format)
+
+    def train_batches(self, gen: torch.Generator) -> Batches:
+        n = len(self.train_set)
+        order = torch.randperm(n, generator=gen)
+        flips = torch.rand(n, generator=gen) < 0.5 if self.flip else None
+        boxes = self._boxes(n, self.cache_px, self.cache_px, gen) if self.crop else None
+        self.sampler.order = order
+        for step, (x, y) in enumerate(self.train_loader):
+            idx = order[step * self.batch:(step + 1) * self.batch]
+            x = x.to(self.device, non_blocking=True).float()
+            f = flips[idx].to(self.device, non_blocking=True) if flips is not None else None
+            if boxes is not None:
+                x = self._crop(x, boxes[idx].to(self.device, non_blocking=True), f, self.px)
+            else:
+                if x.shape[-1] != self.px:
+                    x = F.interpolate(x, size=(self.px, self.px), mode="bilinear", align_corners=False,
+                                      antialias=x.shape[-1] > self.px).round_().clamp_(0, 255)
+                if f is not None:
+                    x = torch.where(f[:, None, None, None], x.flip(-1), x)
+            yield self._normalise(x), y.to(self.device, non_blocking=True)
+
+    def val_batches(self) -> Batches:
+        from scaling_search.train.device_feed import resize_u8
+
+        for x, y in self.val_loader:
+            x = x.to(self.device, non_blocking=True)
+            x = self._centre(x, self.px, CROP_RATIO) if self.crop else resize_u8(x, self.px)
+            yield self._normalise(x.float()), y.to(self.device, non_blocking=True)
+
+
+def device_feed(data: ImageData | FolderData, resolution_px: int, batch: int, eval_batch: int,
+                device: torch.device, memory_format: torch.memory_format = torch.contiguous_format,
+                workers: int | None = None):
+    """The feed of a trial whose batches are made on its device (a GPU): the set held there as
+    uint8 (``DeviceFeed``), or an image folder that is not held in memory streamed through
+    workers (``StreamFeed``, ``workers`` of them: the trial's CPUs unless ``data.workers`` says)."""
+    from scaling_search.train.device_feed import DeviceFeed
+
+    if isinstance(data, FolderData):
+        if not data.in_memory:
+            return StreamFeed(data, resolution_px, batch, eval_batch, device, memory_format,
+                              workers if data.settings is None or data.settings.workers is None else data.workers)
+        c = data.cache
+        images = c.read_all().to(device)
+        train_x = images[torch.tensor(c.train_rows, device=device)]
+        val_x = images[torch.tensor(c.val_rows, device=device)]
+        del images
+        return DeviceFeed(train_x, torch.tensor(c.train_labels), val_x, torch.tensor(c.val_labels),
+                          c.mean, c.std, resolution_px, batch, eval_batch, device, memory_format,
+                          data.flip, crop=data.transforms == "crop", crop_ratio=CROP_RATIO)
+    mean, std = data.mean_std()
+    return DeviceFeed(data.train_images, data.train_labels, data.val_images, data.val_labels, mean, std,
+                      resolution_px, batch, eval_batch, device, memory_format, data.flip)
+
+
 def make_feed(data: ImageData | FolderData, resolution_px: int, batch: int, eval_batch: int,
-              device: torch.device, memory_format: torch.memory_format = torch.contiguous_format
-              ) -> TensorFeed | LoaderFeed:
-    """The feed for ``data``, its batches in ``memory_format``: an image folder with ``resize``
-    held in memory takes the tensor path."""
+              device: torch.device, memory_format: torch.memory_format = torch.contiguous_format,
+              workers: int | None = None):
+    """The feed for ``data``, its batches in ``memory_format``. On a GPU: ``device_feed``. On a
+    CPU: an image folder with ``resize`` held in memory takes the tensor path, one with ``crop``
+    or streamed the DataLoader path."""
     if isinstance(data, FolderData):
         data = data.on_this_node()
+    if device.type == "cuda":
+        return device_feed(data, resolution_px, batch, eval_batch, device, memory_format, workers)
+    if isinstance(data, FolderData):
         if data.in_memory and data.transforms == "resize":
             data = data.to_image_data()
         else:

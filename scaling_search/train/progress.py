@@ -24,6 +24,7 @@ class Progress:
         self.total, self.concurrency, self.already_done = total, max(1, concurrency), already_done
         self.done, self.running, self.best = 0, set(), None
         self.trial_times: list[float] = []
+        self.setup_s, self.train_s = 0.0, 0.0  # summed over the trials that say
         self.start = time.perf_counter()
         self.stream = stream or sys.stdout
 
@@ -35,6 +36,8 @@ class Progress:
         self.done += 1
         if row.get("wall_time_s"):
             self.trial_times.append(row["wall_time_s"])
+        self.setup_s += row.get("setup_time_s") or 0.0
+        self.train_s += row.get("train_time_s") or 0.0
         top1 = row.get("final_top1")
         if row.get("status") == "ok" and top1 is not None and (self.best is None or top1 > self.best[0]):
             self.best = (top1, trial_id)
@@ -57,3 +60,16 @@ class Progress:
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.start
+
+    def overhead(self) -> str:
+        """Where this run's time went: the trials' set-up (before their first step), their
+        training steps, and the rest of what ``concurrency`` slots held over the wall time
+        (evaluation, checkpoints, starting workers, waiting for the last trial)."""
+        wall = self.elapsed_s()
+        slots = wall * self.concurrency
+        rest = max(0.0, slots - self.setup_s - self.train_s)
+        share = lambda x: f"{x / slots:.0%}" if slots > 0 else "-"  # noqa: E731
+        return (f"{self.done} trials in {_duration(wall)} on {self.concurrency} slot(s): training steps "
+                f"{self.train_s:.0f} s ({share(self.train_s)}), trial set-up {self.setup_s:.0f} s "
+                f"({share(self.setup_s)}), the rest {rest:.0f} s ({share(rest)}: evaluation, checkpoints, "
+                "starting workers, idle slots)")

@@ -52,6 +52,9 @@ class TrainResult:
     # Per validation image (in the data's fixed validation order, the same for every trial),
     # whether the final model classified it right: what paired comparisons of two trials need.
     val_correct: torch.Tensor | None = None
+    setup_time_s: float = 0.0  # from the call to the first training step: device, data, model
+    peak_gpu_bytes: int | None = None  # the most GPU memory torch allocated (CUDA only)
+    step: str = "eager"  # "cuda graph", "eager", or "eager (...)": why the graph was not captured
 
     @property
     def final_top1(self) -> float:
@@ -62,23 +65,81 @@ class TrainResult:
         return max(h["val/top1"] for h in self.history)
 
 
+class _GraphedPass:
+    """A training step's forward and backward captured as one CUDA graph and replayed.
+
+    A small proxy's step on a GPU is bound by kernel launches (hundreds per step, microseconds
+    of work each); a replay launches them all at once. Captured after a few eager passes on a
+    side stream (PyTorch's rule: lazy initialisation must not happen during capture), with the
+    model's state and the RNG put back afterwards, so the warm-up leaves no trace on training.
+    Each replay writes the gradients into the same tensors, which the optimizer then reads.
+    ``capture`` returns False (and training runs eagerly) where the model cannot be captured.
+    """
+
+    def __init__(self, graph, static_x, static_y, static_loss):
+        self.graph, self.x, self.y, self.loss = graph, static_x, static_y, static_loss
+
+    @classmethod
+    def capture(cls, model: nn.Module, forward, criterion, autocast, x: torch.Tensor, y: torch.Tensor):
+        import warnings
+
+        saved = {k: v.clone() for k, v in model.state_dict().items()}
+        rng = torch.cuda.get_rng_state(x.device)
+        static_x, static_y = x.clone(), y.clone()
+        try:
+            side = torch.cuda.Stream(x.device)
+            side.wait_stream(torch.cuda.current_stream(x.device))
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    model.zero_grad(set_to_none=True)
+                    with autocast():
+                        criterion(forward(static_x), static_y).backward()
+            torch.cuda.current_stream(x.device).wait_stream(side)
+            model.zero_grad(set_to_none=True)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                with autocast():
+                    static_loss = criterion(forward(static_x), static_y)
+                static_loss.backward()
+        except RuntimeError as e:  # an op that cannot be captured: train eagerly instead
+            reason = str(e).splitlines()[0][:200]
+            warnings.warn(f"trainer.cuda_graphs: the step could not be captured ({reason}); training eagerly",
+                          stacklevel=2)
+            model.zero_grad(set_to_none=True)
+            graph = None
+        with torch.no_grad():
+            model.load_state_dict(saved)
+        torch.cuda.set_rng_state(rng, x.device)
+        return cls(graph, static_x, static_y, static_loss) if graph is not None else reason
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.x.copy_(x, non_blocking=True)
+        self.y.copy_(y, non_blocking=True)
+        self.graph.replay()
+        return self.loss
+
+
 def pick_device(setting: str) -> torch.device:
     if setting == "cpu" or (setting == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     return torch.device("cuda")
 
 
-def _optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
+def _optimizer(model: nn.Module, s: TrainSettings, device: torch.device) -> torch.optim.Optimizer:
     # No weight decay on biases and normalisation parameters (1-d tensors), as timm and pycls do.
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": s.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
+    # On a GPU, one fused kernel per step for all parameters where torch has one (SGD, AdamW):
+    # a small proxy's step is bound by kernel launches, not arithmetic.
+    fused = {"fused": True} if device.type == "cuda" else {}
     if s.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, nesterov=s.momentum > 0)
+        return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, nesterov=s.momentum > 0, **fused)
     if s.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=s.lr)
-    return torch.optim.RMSprop(groups, lr=s.lr, momentum=s.momentum, alpha=0.9, eps=1e-3)
+        return torch.optim.AdamW(groups, lr=s.lr, **fused)
+    return torch.optim.RMSprop(groups, lr=s.lr, momentum=s.momentum, alpha=0.9, eps=1e-3,
+                               foreach=device.type == "cuda")
 
 
 def _lr_factor(s: TrainSettings, steps_per_epoch: int) -> Callable[[int], float]:
@@ -99,14 +160,16 @@ def evaluate(model: nn.Module, batches: Batches, count: int, autocast) -> tuple[
     """Validation over ``count`` images in ``batches``, in the training's precision policy
     (``autocast``): top-1 accuracy, mean cross-entropy, and per image whether it was right."""
     model.eval()
-    right, loss_sum = [], 0.0
-    for x, y in batches:
+    right, loss_sum = [], None
+    for x, y in batches:  # no host sync per batch: the sums stay on the device until the end
         with autocast():
             logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
-        right.append((logits.argmax(1) == y).cpu())
-    correct = torch.cat(right) if right else torch.zeros(0, dtype=torch.bool)
-    return int(correct.sum()) / count, loss_sum / count, correct
+        loss = F.cross_entropy(logits.float(), y, reduction="sum")
+        loss_sum = loss if loss_sum is None else loss_sum + loss
+        right.append(logits.argmax(1) == y)
+    correct = torch.cat(right).cpu() if right else torch.zeros(0, dtype=torch.bool)
+    total = loss_sum.item() if loss_sum is not None else 0.0
+    return int(correct.sum()) / count, total / count, correct
 
 
 def train(model: nn.Module, data: ImageData | FolderData, resolution_px: int, settings: TrainSettings,
@@ -119,9 +182,15 @@ def train(model: nn.Module, data: ImageData | FolderData, resolution_px: int, se
             ``val/loss``, ``val/top1``, ``lr``, ``time_s``) and a function returning the state.
         state: a state that function returned earlier; training resumes after its epoch.
     """
+    called = time.perf_counter()
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
     device = pick_device(settings.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        # cuDNN's autotuner times every algorithm for every new shape: a short proxy with dozens
+        # of distinct layer shapes can spend most of its time there (docs/benchmarks.md).
+        torch.backends.cudnn.benchmark = settings.cudnn_benchmark
     use_amp = settings.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
 
@@ -129,13 +198,12 @@ def train(model: nn.Module, data: ImageData | FolderData, resolution_px: int, se
         return torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp)
 
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
-    feed = make_feed(data, resolution_px, settings.batch_size, settings.eval_batch_size, device, memory_format)
+    feed = make_feed(data, resolution_px, settings.batch_size, settings.eval_batch_size, device, memory_format,
+                     workers=settings.num_threads)
     model = model.to(device, memory_format=memory_format)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes (the last partial batch is dropped)
     forward = torch.compile(model) if settings.compile else model  # state_dict stays the model's
     batch, steps_per_epoch = feed.batch, feed.steps_per_epoch
-    optimizer = _optimizer(model, settings)
+    optimizer = _optimizer(model, settings, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(settings, steps_per_epoch))
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
     criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
@@ -153,15 +221,27 @@ def train(model: nn.Module, data: ImageData | FolderData, resolution_px: int, se
         history, start_epoch = list(state["history"]), state["epoch"]
         train_time, images_seen = state["train_time_s"], state["images_seen"]
 
+    setup_time, graphed = None, None
+    # CUDA graphs: forward and backward recorded once, replayed per batch (not with fp16's
+    # loss scaling or torch.compile, which has its own).
+    use_graphs = (settings.cuda_graphs and device.type == "cuda" and not scaler.is_enabled()
+                  and not settings.compile)
     for epoch in range(start_epoch, settings.epochs):
         model.train()
         t0 = time.perf_counter()
+        if setup_time is None:
+            setup_time = t0 - called
         loss_sum = torch.zeros((), device=device)
         for x, y in feed.train_batches(gen):
-            with autocast():
-                loss = criterion(forward(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            if graphed is None and use_graphs:
+                graphed = _GraphedPass.capture(model, forward, criterion, autocast, x, y)
+            if isinstance(graphed, _GraphedPass):
+                loss = graphed(x, y)  # forward and backward replayed; the grads are in place
+            else:
+                with autocast():
+                    loss = criterion(forward(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -190,5 +270,8 @@ def train(model: nn.Module, data: ImageData | FolderData, resolution_px: int, se
             on_epoch(metrics, lambda s=snapshot: s)
     if start_epoch >= settings.epochs:  # resumed after the last epoch: nothing evaluated here
         val_correct = None
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    step = ("cuda graph" if isinstance(graphed, _GraphedPass) else
+            f"eager (graph not captured: {graphed})" if isinstance(graphed, str) else "eager")
     return TrainResult(history, train_time, images_seen / train_time if train_time else 0.0,
-                       str(device), val_correct)
+                       str(device), val_correct, setup_time if setup_time is not None else 0.0, peak, step)

@@ -88,13 +88,18 @@ def run_trial(spec: TrialSpec, data: ImageData | FolderData, settings: TrainSett
         model = regularised(model, spec.dropout, spec.drop_path)
         torch.manual_seed(spec.seed)  # the same initial weights for the same seed, any process
         module = model.build(data.num_classes, zero_init_residual=settings.zero_init_residual)
+        built = time.perf_counter()
         result = train(module, data, model.resolution_px, settings, spec.seed, on_epoch, state)
         row.update(status=OK, resolution_px=model.resolution_px,
                    final_top1=result.final_top1, best_top1=result.best_top1,
                    final_val_loss=result.history[-1]["val/loss"], epochs=len(result.history),
                    train_time_s=result.train_time_s, images_per_s=result.images_per_s,
                    val_correct=pack_correct(None if result.val_correct is None else result.val_correct.numpy()),
-                   device=result.device)
+                   device=result.device,
+                   # before the first training step: plugins, build, device, data, model on it
+                   setup_time_s=built - start + result.setup_time_s,
+                   peak_gpu_mib=None if result.peak_gpu_bytes is None else result.peak_gpu_bytes / 2**20,
+                   step=result.step)
     except Exception as e:  # noqa: BLE001 - a failed trial is a result, not a crash
         row["error"] = f"{type(e).__name__}: {e}".strip()
         if isinstance(e, Diverged):

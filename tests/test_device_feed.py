@@ -1,0 +1,201 @@
+"""The GPU's feed: data held on the device as uint8, cropped, flipped and normalised there.
+
+Its arithmetic is the same on any device, so these tests run it on the CPU against torchvision
+and torch's own resampling (independent implementations of the same transforms); those named
+``cuda`` run it on a GPU too (benchmarks/gpu_check.sh runs them there).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from scaling_search.settings import DataSettings, TrainSettings
+from scaling_search.train.data import load_dataset
+from scaling_search.train.device_feed import (DeviceFeed, centre_crop_u8, crop_resize,
+                                              random_resized_boxes, resize_u8)
+from scaling_search.train.feed import StreamFeed, device_feed
+
+from test_image_folder import settings as folder_settings
+from test_image_folder import write_folder
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(DataSettings("digits"))
+
+
+def test_crop_boxes_follow_torchvisions_random_resized_crop_rule():
+    """Same bounds as torchvision's get_params, and the same distribution of area and aspect
+    (means over 4,000 draws each, within a few standard errors)."""
+    from torchvision.transforms import v2
+
+    h, w, n = 60, 80, 4000
+    boxes = random_resized_boxes(n, h, w, torch.Generator().manual_seed(0))
+    top, left, bh, bw = boxes.unbind(1)
+    assert (top >= 0).all() and (left >= 0).all() and (top + bh <= h).all() and (left + bw <= w).all()
+    assert (bh >= 1).all() and torch.equal(boxes, boxes.round())
+    torch.manual_seed(1)
+    ref = torch.tensor([v2.RandomResizedCrop.get_params(torch.zeros(3, h, w), (0.08, 1.0), (3 / 4, 4 / 3))
+                        for _ in range(n)], dtype=torch.float64)
+    ours = boxes.double()
+    for k, what in ((2, "height"), (3, "width")):
+        se = math.hypot(ours[:, k].std(), ref[:, k].std()) / math.sqrt(n)
+        assert abs(ours[:, k].mean() - ref[:, k].mean()) < 4 * se, what
+    area = (ours[:, 2] * ours[:, 3] / (h * w), ref[:, 2] * ref[:, 3] / (h * w))
+    se = math.hypot(area[0].std(), area[1].std()) / math.sqrt(n)
+    assert abs(area[0].mean() - area[1].mean()) < 4 * se
+    assert area[0].min() >= 0.07 and area[0].max() <= 1.0
+
+
+def test_crop_boxes_fall_back_to_a_centre_crop_when_no_try_fits():
+    # 100 x 4 pixels: no box of aspect 3/4-4/3 with at least 8% of the area fits in 4 columns
+    boxes = random_resized_boxes(50, 4, 100, torch.Generator().manual_seed(0))
+    want = torch.tensor([0.0, 47.0, 4.0, 5.0])  # torchvision: height 4, width round(4 * 4/3) = 5, centred
+    assert torch.equal(boxes, want.expand(50, 4))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_crop_resize_is_a_crop_then_torchs_bilinear_resize_then_a_flip(device):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 20, 30, generator=g).to(device)
+    boxes = torch.tensor([[0, 0, 20, 30], [2, 5, 10, 12], [7, 1, 13, 29], [3, 3, 6, 6]], dtype=torch.float32)
+    flips = torch.tensor([False, True, False, True])
+    got = crop_resize(x, boxes.to(device), flips.to(device), 9)
+    for i, (t, l, h, w) in enumerate(boxes.long().tolist()):
+        want = F.interpolate(x[i:i + 1, :, t:t + h, l:l + w], size=(9, 9), mode="bilinear", align_corners=False)
+        want = want.flip(-1) if flips[i] else want
+        # Inside, the same samples; at the edge of an enlarged box (the last, 6 px to 9) a resize
+        # of the cut-out crop clamps to its edge, where the resampling reads the image beyond it.
+        inner = (slice(None), slice(None), slice(1, -1), slice(1, -1)) if h < 9 else (...,)
+        assert torch.allclose(got[i:i + 1][inner], want[inner], atol=1e-5), i
+    same = crop_resize(x, torch.tensor([[2.0, 5, 10, 12]]).expand(4, 4).to(device), None, 10)
+    assert torch.allclose(same[:, :, :, :], F.interpolate(x[:, :, 2:12, 5:17], size=(10, 10), mode="bilinear",
+                                                          align_corners=False), atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_resize_and_centre_crop_match_torchvision_on_uint8(device):
+    from torchvision.transforms import v2
+
+    x = torch.randint(0, 256, (5, 3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    got = centre_crop_u8(x.to(device), 28, 0.875).cpu()
+    want = v2.CenterCrop(28)(v2.Resize(32, antialias=True)(x))
+    assert got.dtype == torch.uint8 and (got.int() - want.int()).abs().max() <= 1  # rounding of the float path
+    assert (resize_u8(x.to(device), 16).cpu().int() - v2.Resize((16, 16), antialias=True)(x).int()).abs().max() <= 1
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_tensor_data_is_held_on_the_device_and_batched_there(digits, device):
+    feed = device_feed(digits, 16, 64, 100, torch.device(device), torch.channels_last)
+    assert isinstance(feed, DeviceFeed) and feed.train_x.device.type == device
+    assert feed.train_x.dtype == torch.uint8 and feed.train_x.shape[-1] == 16  # resized once
+    batches = list(feed.train_batches(torch.Generator().manual_seed(3)))
+    again = list(feed.train_batches(torch.Generator().manual_seed(3)))
+    assert len(batches) == len(digits.train_labels) // 64 == feed.steps_per_epoch
+    x, y = batches[0]
+    assert x.device.type == device and x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(batches, again, strict=True))
+    # an epoch is a permutation: every training label appears as often as in the set, less the dropped tail
+    seen = torch.cat([y for _, y in batches]).cpu()
+    assert len(seen) == feed.steps_per_epoch * 64
+    counts = torch.bincount(seen, minlength=10) - torch.bincount(digits.train_labels, minlength=10)
+    assert counts.max() <= 0 and -counts.sum() == len(digits.train_labels) - len(seen)
+    # the CPU path's images (resized and normalised in float32 on the host), to uint8 rounding
+    want, _ = digits.at_resolution(16)
+    order = torch.randperm(len(digits.train_labels), generator=torch.Generator().manual_seed(3))
+    xs = torch.cat([x for x, _ in batches]).cpu()
+    step = 0.5 / 255 / float(digits.mean_std()[1].min())
+    assert (xs - want[order[:len(xs)]]).abs().max() <= step + 1e-5
+    val = torch.cat([x for x, _ in feed.val_batches()])
+    assert len(val) == len(digits.val_labels)
+
+
+def test_flips_mirror_half_the_images_only_when_the_data_allows(digits):
+    from dataclasses import replace
+
+    for flip in (False, True):
+        feed = device_feed(replace(digits, flip=flip), 8, 1437, 100, torch.device("cpu"))
+        (x, _), = list(feed.train_batches(torch.Generator().manual_seed(0)))
+        plain = DeviceFeed(digits.train_images, digits.train_labels, digits.val_images, digits.val_labels,
+                           *digits.mean_std(), 8, 1437, 100, torch.device("cpu"))
+        order = torch.randperm(len(digits.train_labels), generator=torch.Generator().manual_seed(0))
+        want = plain._normalise(plain.train_x[order[:1437]].float())
+        mirrored = ~torch.isclose(x, want).flatten(1).all(1)
+        assert torch.allclose(x[~mirrored], want[~mirrored])
+        assert torch.allclose(x[mirrored], want[mirrored].flip(-1))
+        share = mirrored.float().mean()
+        assert (0.4 < share < 0.6) if flip else share == 0
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_streamed_folder_gives_the_batches_of_the_held_one(tmp_path, workers):
+    """Workers (started once, kept across epochs) read rows; crops are drawn as the held feed
+    draws them, so the two give the same batches for a seed, epoch after epoch."""
+    write_folder(tmp_path / "imgs", per_class=6, size=(40, 30))
+    data = load_dataset(folder_settings(tmp_path / "imgs", tmp_path / "cache", mode="memory"), 16)
+    streamed = StreamFeed(data, 16, 4, 5, torch.device("cpu"), workers=workers)
+    held = device_feed(data, 16, 4, 5, torch.device("cpu"))
+    assert isinstance(held, DeviceFeed) and held.crop and held.train_x.shape[-1] == 19  # the cache's size
+    g_a, g_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for _ in range(2):
+        a, b = list(streamed.train_batches(g_a)), list(held.train_batches(g_b))
+        assert len(a) == len(b) == held.steps_per_epoch == 3
+        assert all(torch.allclose(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b, strict=True))
+        assert a[0][0].shape == (4, 3, 16, 16)
+    va, vb = list(streamed.val_batches()), list(held.val_batches())
+    assert all(torch.allclose(xa, xb) for (xa, _), (xb, _) in zip(va, vb, strict=True))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_trial_records_set_up_and_peak_memory_and_graphs_train_like_eager(digits):
+    from scaling_search.models.backbones import get_backbone
+    from scaling_search.models.scaling import Multipliers
+    from scaling_search.train.trainer import train
+
+    def model():
+        torch.manual_seed(0)
+        return get_backbone("efficientnet_b0").scale(Multipliers(0.5, 0.5, 1.0), resolution_px=16).build(10)
+
+    s = TrainSettings(epochs=3, device="cuda", warmup_epochs=0)
+    eager = train(model(), digits, 16, TrainSettings(**{**s.__dict__, "cuda_graphs": False}), seed=0)
+    graphed = train(model(), digits, 16, s, seed=0)
+    assert eager.peak_gpu_bytes > 0 and 0 < eager.setup_time_s
+    assert eager.step == "eager" and graphed.step == "cuda graph", graphed.step
+    assert eager.final_top1 > 0.5 and graphed.final_top1 > 0.5
+    # same data, same steps: the losses agree to mixed precision's noise
+    for a, b in zip(eager.history, graphed.history, strict=True):
+        assert abs(a["train/loss"] - b["train/loss"]) < 0.1 * a["train/loss"]
+
+
+def test_a_cpu_trial_row_says_how_long_it_took_to_start(digits):
+    from scaling_search.train.trial import TrialSpec, run_trial
+
+    spec = TrialSpec("t", "c", 0, "resnet18", 1, 1, 1, 0.5, 0.25, 1.0, 16, {})
+    row = run_trial(spec, digits, TrainSettings(epochs=1, num_threads=1))
+    assert row["status"] == "ok", row
+    assert 0 < row["setup_time_s"] < row["wall_time_s"] - row["train_time_s"]
+    assert row["peak_gpu_mib"] is None
+
+
+def test_the_console_says_where_a_runs_slot_time_went():
+    import io
+    import re
+
+    from scaling_search.train.progress import Progress
+
+    out = io.StringIO()
+    p = Progress(2, concurrency=2, stream=out)
+    p.start -= 10.0  # ten seconds of wall on two slots: 20 slot-seconds
+    p.finished("a", {"status": "ok", "final_top1": 0.5, "setup_time_s": 1.0, "train_time_s": 6.0, "wall_time_s": 8})
+    p.finished("b", {"status": "ok", "final_top1": 0.6, "setup_time_s": 3.0, "train_time_s": 4.0, "wall_time_s": 9})
+    line = p.overhead()
+    assert line.startswith("2 trials in 10s on 2 slot(s)")
+    parts = re.findall(r"(training steps|trial set-up|the rest) (\d+) s \((\d+)%", line)
+    got = {k: (int(s), int(pc)) for k, s, pc in parts}
+    assert got == {"training steps": (10, 50), "trial set-up": (4, 20), "the rest": (6, 30)}
