@@ -199,3 +199,55 @@ def test_the_console_says_where_a_runs_slot_time_went():
     parts = re.findall(r"(training steps|trial set-up|the rest) (\d+) s \((\d+)%", line)
     got = {k: (int(s), int(pc)) for k, s, pc in parts}
     assert got == {"training steps": (10, 50), "trial set-up": (4, 20), "the rest": (6, 30)}
+
+
+def test_a_trial_too_large_for_its_share_of_the_gpu_is_refused_before_any_starts(digits):
+    """The estimate (meta-device forward, no GPU needed) against a GPU's memory: B0 at 224 px,
+    batch 256, needs about 12 GiB (an H200 measured 12.3 GiB of torch's peak), so a quarter of
+    an 80 GiB card holds it and an eighth of a 40 GiB card does not."""
+    from scaling_search.models.scaling import Rounding
+    from scaling_search.train.execution import check_gpu_memory
+    from scaling_search.train.trial import TrialSpec
+
+    rounding = {k: getattr(Rounding(), k) for k in Rounding.__dataclass_fields__}
+    spec = TrialSpec("b0", "b0", 0, "efficientnet_b0", 1, 1, 1, 1.0, 1.0, 1.0, 224, rounding)
+    paper = TrainSettings(batch_size=256, optimizer="rmsprop")
+    columns = {"b0": {"activations": 1}}
+    check_gpu_memory([spec], columns, digits, paper, 0.25, 80 * 2**30)
+    with pytest.raises(ValueError, match=r"^a trial of b0 \(batch 256 at 224 px\) needs about 1\d\.\d GiB .*"
+                                         r"runner.gpus_per_trial=0.125 of 40.0 GiB\) is 5.0 GiB; raise"):
+        check_gpu_memory([spec], columns, digits, paper, 0.125, 40 * 2**30)
+    check_gpu_memory([spec], columns, digits, paper, 0.125, None)  # no GPU here: nothing to check
+    check_gpu_memory([spec], columns, digits, paper, 0.0, 40 * 2**30)  # trials on CPU
+
+
+def test_the_saved_activation_count_is_autograds_own():
+    """On the CPU, autograd's saved tensors of a real forward, counted by the same hook, equal the
+    meta-device count: the estimate counts what the backward pass keeps."""
+    from scaling_search.models.backbones import get_backbone
+    from scaling_search.models.scaling import Multipliers
+    from scaling_search.train.memory import saved_activation_bytes
+
+    m = get_backbone("efficientnet_b0").scale(Multipliers(0.5, 0.5, 1.0), resolution_px=24)
+    meta = saved_activation_bytes(m.build(10, device="meta"), 4, 24)
+    real, net = 0, m.build(10)
+    net.train()
+
+    def pack(t):
+        nonlocal real
+        real += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        net(torch.randn(4, 3, 24, 24))
+    assert meta == real and meta > 4 * 3 * 24 * 24 * 4
+
+
+def test_evaluation_batches_are_at_most_twice_the_training_batch(digits):
+    from scaling_search.train.trainer import eval_batch_size
+
+    assert eval_batch_size(TrainSettings(batch_size=64, eval_batch_size=512)) == 128
+    assert eval_batch_size(TrainSettings(batch_size=256, eval_batch_size=100)) == 100
+    feed = device_feed(digits, 8, 64, eval_batch_size(TrainSettings(batch_size=64)), torch.device("cpu"))
+    n = len(digits.val_labels)
+    assert [len(y) for _, y in feed.val_batches()] == [128] * (n // 128) + [n % 128]

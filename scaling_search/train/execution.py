@@ -22,7 +22,7 @@ from scaling_search.train.runners import LocalRunner
 from scaling_search.train.runners.ray_tune import RayTuneRunner, check_cluster, check_local_resources, start_ray
 from scaling_search.train.study import record_trial, recorded_ids
 from scaling_search.train.trainer import TrainSettings
-from scaling_search.train.trial import TrialSpec
+from scaling_search.train.trial import TrialSpec, scaled_model
 
 
 class RunInterrupted(Exception):
@@ -83,6 +83,45 @@ def make_runner(kind: str, settings: RaySettings, out_dir: Path):
     return RayTuneRunner(settings, Path(out_dir) / "ray")
 
 
+OPTIMIZER_STATES = {"sgd": 1, "adamw": 2, "rmsprop": 2}  # float32 tensors per parameter
+
+
+def _held_bytes(data: ImageData | FolderData, resolution_px: int) -> int:
+    """Bytes of images a GPU trial holds on the device (``device_feed``): uint8 at its
+    resolution, or an image folder held in memory at the cache's size; a streamed one ~none."""
+    if isinstance(data, FolderData):
+        c = data.cache
+        return (len(c.train_rows) + len(c.val_rows)) * c.image_bytes if data.in_memory else 0
+    return (len(data.train_labels) + len(data.val_labels)) * 3 * resolution_px ** 2
+
+
+def check_gpu_memory(specs: list[TrialSpec], columns: dict[str, dict], data: ImageData | FolderData,
+                     trainer: TrainSettings, share: float, total_bytes: int | None) -> None:
+    """Refuses, before any trial starts, a plan whose largest trial (by activations) would not
+    fit its ``share`` of a GPU of ``total_bytes`` (None: no GPU here, nothing to check)."""
+    if not specs or share <= 0 or total_bytes is None:
+        return
+    from scaling_search.train.memory import check_fits, trial_gpu_bytes  # lazy: GPU runs only
+
+    spec = max(specs, key=lambda sp: columns.get(sp.candidate_id, {}).get("activations", 0))
+    model = scaled_model(spec)
+    module = model.build(data.num_classes, device="meta")
+    need = trial_gpu_bytes(module, trainer.batch_size, model.resolution_px, trainer.amp,
+                           _held_bytes(data, model.resolution_px), OPTIMIZER_STATES.get(trainer.optimizer, 2))
+    check_fits(need, share, total_bytes, f"{spec.candidate_id} (batch {trainer.batch_size} at "
+                                         f"{model.resolution_px} px)")
+
+
+def _gpu_share(runner, trainer: TrainSettings) -> tuple[float, int | None]:
+    """A trial's share of a GPU under ``runner``, and this machine's GPU memory (None: no GPU)."""
+    import torch
+
+    if trainer.device == "cpu" or not torch.cuda.is_available():
+        return 0.0, None
+    share = runner.gpus_per_trial() if isinstance(runner, RayTuneRunner) else 1.0
+    return share, torch.cuda.get_device_properties(0).total_memory
+
+
 def run_specs(out_dir: Path, specs: list[TrialSpec], columns: dict[str, dict], data: ImageData | FolderData,
               trainer: TrainSettings, runner, study, params_of: Callable[[TrialSpec], dict],
               dists: dict, attr_keys: tuple[str, ...], runner_kind: str, out) -> None:
@@ -97,6 +136,7 @@ def run_specs(out_dir: Path, specs: list[TrialSpec], columns: dict[str, dict], d
     Raises:
         RunInterrupted: the runner returned with trials unrecorded (Ctrl-C under Ray Tune).
     """
+    check_gpu_memory(specs, columns, data, trainer, *_gpu_share(runner, trainer))
     store = TrialStore(out_dir)
     done = store.finished_ids()
     # Longest first (by activations, which ranked the default search's trial times best of the

@@ -119,6 +119,15 @@ class _GraphedPass:
         return self.loss
 
 
+def eval_batch_size(s: TrainSettings) -> int:
+    """The evaluation batch: ``eval_batch_size``, at most twice the training batch. A training
+    step keeps every layer's output of its batch for the backward pass; an evaluation forward
+    keeps about two at a time, so twice the training batch stays under the training step's peak
+    (on CPU, 6,000 images at 160 px peaked at 3.3 GB RSS with an evaluation batch of 512 against
+    1.9 GB with 64, training at 64)."""
+    return min(s.eval_batch_size, 2 * s.batch_size)
+
+
 def pick_device(setting: str) -> torch.device:
     if setting == "cpu" or (setting == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
@@ -198,7 +207,7 @@ def train(model: nn.Module, data: ImageData | FolderData, resolution_px: int, se
         return torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp)
 
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
-    feed = make_feed(data, resolution_px, settings.batch_size, settings.eval_batch_size, device, memory_format,
+    feed = make_feed(data, resolution_px, settings.batch_size, eval_batch_size(settings), device, memory_format,
                      workers=settings.num_threads)
     model = model.to(device, memory_format=memory_format)
     forward = torch.compile(model) if settings.compile else model  # state_dict stays the model's

@@ -71,6 +71,16 @@ def trial_id(backbone_tag: str, candidate_id: str, seed: int) -> str:
     return f"{backbone_tag}_{candidate_id}_s{seed}"
 
 
+def scaled_model(spec: TrialSpec) -> ScaledModel:
+    """The spec's network, not built: its backbone at its multipliers, with its regularisation
+    (the user's plugin modules imported first)."""
+    import_plugins(list(spec.imports))
+    model = get_backbone(spec.backbone).scale(
+        Multipliers(spec.depth_mult, spec.width_mult, spec.resolution_mult),
+        Rounding(**spec.rounding), spec.base_resolution_px)
+    return regularised(model, spec.dropout, spec.drop_path)
+
+
 def run_trial(spec: TrialSpec, data: ImageData | FolderData, settings: TrainSettings,
               on_epoch: OnEpoch | None = None, state: dict | None = None, node_id: str = "") -> dict:
     """Builds and trains the spec's network; returns the final row (never raises ``Exception``).
@@ -81,11 +91,7 @@ def run_trial(spec: TrialSpec, data: ImageData | FolderData, settings: TrainSett
     row = {"trial_id": spec.trial_id, "status": FAILED, "error": "", "node": socket.gethostname(),
            "node_id": node_id}
     try:
-        import_plugins(list(spec.imports))
-        model = get_backbone(spec.backbone).scale(
-            Multipliers(spec.depth_mult, spec.width_mult, spec.resolution_mult),
-            Rounding(**spec.rounding), spec.base_resolution_px)
-        model = regularised(model, spec.dropout, spec.drop_path)
+        model = scaled_model(spec)
         torch.manual_seed(spec.seed)  # the same initial weights for the same seed, any process
         module = model.build(data.num_classes, zero_init_residual=settings.zero_init_residual)
         built = time.perf_counter()
