@@ -134,7 +134,8 @@ class DataSettings:
             else ``~/.cache/scaling_search``; each node of a cluster keeps its own).
         workers: DataLoader processes that read and transform batches (``stream`` or ``crop``;
             0 reads in the trial's own process), and threads that decode an image folder into
-            the cache (None: 2 for reading, every CPU for decoding).
+            the cache (None: 2 for reading on a CPU, one per CPU of the trial on a GPU, and 4 threads,
+            at most the CPUs, for decoding).
     """
 
     name: str = "digits"

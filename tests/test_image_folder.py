@@ -290,33 +290,16 @@ def test_a_node_without_the_cache_builds_its_own_copy(tmp_path, capsys):
     assert len(list(feed.val_batches())) == 1 and Path(data.cache.path).is_file()
 
 
-@pytest.mark.parametrize("processes", [False, True])
-def test_worker_processes_build_the_cache_threads_build(tmp_path, capsys, processes, monkeypatch):
-    """A large folder is decoded by processes (spawned, torch-free); the bytes, the skipped
-    images and the lines are those of the threads that decode a small one."""
+def test_the_cache_decodes_with_a_few_threads_by_default(tmp_path, capsys, monkeypatch):
     import scaling_search.train.image_folder as imf
 
-    paths = write_folder(tmp_path / "imgs", per_class=5, size=(64, 48), fmt="jpg")
-    paths[3].write_bytes(b"not an image at all")
-    monkeypatch.setattr(imf, "PROCESS_MIN_IMAGES", 1 if processes else 10**9)
-    chosen = scan(settings(tmp_path / "imgs", tmp_path / "cache", val_fraction=0.2))
-    cache = ensure_cache(chosen, 20, str(tmp_path / "cache"), 2)
-    out = capsys.readouterr().out
-    assert f"(2 {'processes' if processes else 'threads'}," in out and f"skipped {paths[3]}" in out
-    from torchvision.transforms import functional as TF
-
-    images = cache.read_all()
-    for row, (rel, _) in enumerate(chosen.train + chosen.val):
-        if (tmp_path / "imgs" / rel) == paths[3]:
-            continue
-        with Image.open(tmp_path / "imgs" / rel) as im:
-            im.draft("RGB", (20, 20))  # JPEG's reduced DCT scale, as the cache decodes
-            want = np.asarray(TF.center_crop(TF.resize(im.convert("RGB"), 20), 20)).transpose(2, 0, 1)
-        assert np.array_equal(images[row].numpy(), want), rel
+    write_folder(tmp_path / "imgs", per_class=2)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    ensure_cache(scan(settings(tmp_path / "imgs", tmp_path / "cache")), 16, str(tmp_path / "cache"))
+    assert f"({imf.DECODE_THREADS} threads," in capsys.readouterr().out and imf.DECODE_THREADS == 4
 
 
-@pytest.mark.parametrize("processes", [False, True])
-def test_a_file_gone_before_decoding_stops_the_build_naming_it(tmp_path, processes):
+def test_a_file_gone_before_decoding_stops_the_build_naming_it(tmp_path):
     import scaling_search.train.image_folder as imf
 
     write_folder(tmp_path / "imgs", per_class=3)
@@ -324,5 +307,5 @@ def test_a_file_gone_before_decoding_stops_the_build_naming_it(tmp_path, process
     (tmp_path / "imgs" / chosen.train[2][0]).unlink()  # listed, then deleted
     (tmp_path / "c").mkdir()
     with pytest.raises(ImageFolderError, match=rf"cannot read .*{chosen.train[2][0]}.*No such file"):
-        imf._build(chosen, 16, tmp_path / "c", 2, open(os.devnull, "w"), processes=processes)
+        imf._build(chosen, 16, tmp_path / "c", 2, open(os.devnull, "w"))
     assert not (tmp_path / "c" / "meta.json").exists()

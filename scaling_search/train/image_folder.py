@@ -2,9 +2,8 @@
 
 ``scan`` lists a folder of class sub-folders (``root/<class>/...``, or ``root/train`` and
 ``root/val``) and chooses the images a run uses (``data.num_images``, the split), without
-opening them. ``ensure_cache`` decodes those images once, with every CPU (worker processes for
-a large folder, threads for a small one; ``decode.py``), shorter side resized to ``px`` and
-centre-cropped, into one uint8 file of (N, 3, px, px) images on local disk, and returns a small, picklable
+opening them. ``ensure_cache`` decodes those images once, with a few threads (``decode.py``),
+shorter side resized to ``px`` and centre-cropped, into one uint8 file of (N, 3, px, px) images on local disk, and returns a small, picklable
 ``CachedFolder`` that names it. A trial either reads the whole file into memory or has
 DataLoader workers read images from it by offset (``os.pread``: the page cache, not the
 process, holds the pages, so many trials on a node share one copy and a trial's RSS stays flat).
@@ -178,7 +177,25 @@ def _decode(path: Path, px: int) -> np.ndarray | str:
     return got
 
 
-PROCESS_MIN_IMAGES = 1000  # below this, threads: starting processes would cost more than it saves
+DECODE_THREADS = 4  # the default: 4 threads decoded faster than 16 on a 16-core machine (docs/benchmarks.md)
+
+
+def _decoded(items, root: Path, px: int, fd: int, workers: int):
+    """(index, error or None) for each image, decoded by ``workers`` threads into the open file
+    ``fd``, in index order. Pillow releases the GIL while it decodes and resizes, but not for the
+    rest, so a few threads do most of what more can (and worker processes, tried, cost more to
+    start than they saved on 2 cores: docs/benchmarks.md)."""
+    from scaling_search.train.decode import decode
+
+    def one(i: int):
+        got = decode(str(root / items[i][0]), px)
+        if isinstance(got, (str, tuple)):
+            return i, got
+        os.pwrite(fd, np.ascontiguousarray(got).tobytes(), i * 3 * px * px)
+        return i, None
+
+    with ThreadPoolExecutor(workers) as pool:
+        yield from pool.map(one, range(len(items)))
 
 
 def _progress(done: int, total: int, start: float, out) -> None:
@@ -186,56 +203,21 @@ def _progress(done: int, total: int, start: float, out) -> None:
     print(f"  decoded {done:,}/{total:,} images ({done / total:.0%}, {rate:,.0f} img/s)", file=out, flush=True)
 
 
-def _decoded(items, root: Path, px: int, fd: int, path: Path, workers: int, processes: bool | None):
-    """(index, error or None) for each image, decoded into the open file ``fd`` (at ``path``):
-    by ``workers`` processes (``processes``, or None: for a folder of ``PROCESS_MIN_IMAGES`` or
-    more), else threads; in index order."""
-    from scaling_search.train.decode import decode, decode_into, open_output
-
-    tasks = [(i, str(root / rel), px) for i, (rel, _) in enumerate(items)]
-    if processes is None:
-        processes = workers > 1 and len(items) >= PROCESS_MIN_IMAGES
-    if processes:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # spawn: a fresh interpreter that imports only decode.py (no torch, no Ray's threads forked)
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=open_output, initargs=(str(path),))
-        try:
-            yield from pool.map(decode_into, tasks, chunksize=max(1, min(64, len(tasks) // (workers * 8))))
-        finally:  # an unreadable file stops the build: the images not yet decoded are not waited for
-            pool.shutdown(wait=True, cancel_futures=True)
-        return
-
-    def one(task: tuple[int, str, int]):
-        got = decode(task[1], px)
-        if isinstance(got, (str, tuple)):
-            return task[0], got
-        os.pwrite(fd, np.ascontiguousarray(got).tobytes(), task[0] * 3 * px * px)
-        return task[0], None
-
-    with ThreadPoolExecutor(workers) as pool:
-        yield from pool.map(one, tasks)
-
-
-def _build(scan_: FolderScan, px: int, folder: Path, workers: int, out, processes: bool | None = None) -> None:
+def _build(scan_: FolderScan, px: int, folder: Path, workers: int, out) -> None:
     """Decodes every image into ``folder`` (images.u8, then meta.json, each renamed into place)."""
     items = scan_.train + scan_.val
     root, size = Path(scan_.root), 3 * px * px
     tag = f"{socket.gethostname()}.{os.getpid()}.partial"  # unique: a second builder never shares it
     tmp_images, tmp_meta = folder / f"images.u8.{tag}", folder / f"meta.json.{tag}"
-    kind = "processes" if (processes if processes is not None else
-                           workers > 1 and len(items) >= PROCESS_MIN_IMAGES) else "threads"
     print(f"decoding {len(items):,} images of {scan_.root} at {px} px into {folder} "
-          f"({workers} {kind}, once for every run on this folder)", file=out, flush=True)
+          f"({workers} threads, once for every run on this folder)", file=out, flush=True)
     start, errors = time.perf_counter(), {}
     fd = os.open(tmp_images, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.ftruncate(fd, len(items) * size)
 
         tenth = 0
-        for done, (i, err) in enumerate(_decoded(items, root, px, fd, tmp_images, workers, processes), 1):
+        for done, (i, err) in enumerate(_decoded(items, root, px, fd, workers), 1):
             if isinstance(err, tuple):
                 raise ImageFolderError(f"cannot read {str(root / items[i][0])!r}: {err[1]}; fix or remove the file")
             if err is not None:
@@ -293,7 +275,7 @@ def ensure_cache(scan_: FolderScan, px: int, cache_dir: str | None = None, worke
                                "data.cache_dir to a writable folder on local disk") from None
     with FileLock(str(folder / "build.lock")):
         if not (folder / "meta.json").is_file():
-            _build(scan_, px, folder, workers or os.cpu_count() or 1, out)
+            _build(scan_, px, folder, workers or min(DECODE_THREADS, os.cpu_count() or 1), out)
         else:
             print(f"image cache {folder} ready ({len(scan_.train) + len(scan_.val):,} images at {px} px)",
                   file=out, flush=True)
