@@ -495,6 +495,13 @@ def check_growth(name: str, phis: Sequence[float], growth: Mapping[str, tuple[fl
             raise ValueError(f"{name} must be finite numbers, got {phi}")
     if not phis:
         raise ValueError(f"{name} must be a non-empty list of numbers, got []")
+    named: dict[str, float] = {}
+    for phi in phis:  # members and files are named by phi's 6 significant digits (family.phi_tag)
+        if f"{phi:g}" in named:
+            first = named[f"{phi:g}"]
+            raise ValueError(f"{name} lists phi={first!r} and phi={phi!r}, which name the same member "
+                             f"(phi{phi:g}); give each phi once, differing in its first 6 digits")
+        named[f"{phi:g}"] = phi
     phi, limit = max(phis), math.log(MAX_SCALE)
     for dimension, (base, coefficient) in growth.items():
         log = math.log(base) + phi * math.log(coefficient)

@@ -123,3 +123,23 @@ def test_searches_opening_a_new_database_at_once_all_get_its_study(postgres):
     assert got == ["ok"] * len(got), [g for g in got if g != "ok"][0]
     for url in urls:
         assert [s.study_name for s in optuna.get_all_study_summaries(url)] == [STUDY]
+
+
+def test_a_server_that_accepts_but_never_answers_is_named_after_the_connect_timeout(monkeypatch):
+    """A listening socket that never speaks PostgreSQL's protocol: the open gives up after the
+    connect timeout with one line naming the URL, instead of hanging."""
+    import socket
+    import time
+
+    import scaling_search.train.study as study
+
+    pytest.importorskip("psycopg2")
+    monkeypatch.setattr(study, "CONNECT_TIMEOUT_S", 2)  # libpq's least
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        url = f"postgresql+psycopg2://nobody@127.0.0.1:{server.getsockname()[1]}/db"
+        t0 = time.monotonic()
+        with pytest.raises(ValueError, match=r"cannot open the Optuna storage .postgresql\+psycopg2://.*timeout"):
+            open_study(url, "s")
+        assert time.monotonic() - t0 < 30

@@ -223,3 +223,26 @@ def test_step2_page_draws_the_formula_growth_of_the_recorded_coefficients(tmp_pa
     figures = {name: fig for name, _, fig in build_page(tmp_path).figures}
     labels = [line.get_label() for line in figures["macs_growth"].axes[0].get_lines()]
     assert [label for label in labels if label.startswith("(α·β²·γ²)^φ")] == ([growth] if growth else [])
+
+
+@pytest.mark.slow  # the `runs` fixture: a whole grid search and a Step-2 run
+def test_report_out_never_replaces_a_users_file_or_a_runs_table(runs, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(runs["grid"], run)
+    thesis = tmp_path / "thesis.tex"
+    thesis.write_text("\\documentclass{article}")
+    table = (run / "ranking.csv").read_bytes()
+    for out, message in ((thesis, "exists and is not a page scaling_search.report wrote"),
+                         (run / "ranking.csv", "is inside the run folder"),
+                         (run / "plots" / "page.html", "is inside the run folder"),
+                         (tmp_path, "is a folder")):
+        r = _cli("scaling_search.report", str(run), "--out", str(out), cwd=tmp_path)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and message in lines[0], r.stderr
+    assert thesis.read_text() == "\\documentclass{article}" and (run / "ranking.csv").read_bytes() == table
+    assert not (run / "plots" / "page.html").exists()
+    page = tmp_path / "page.html"
+    for _ in range(2):  # a new file, then the page it wrote: both fine
+        r = _cli("scaling_search.report", str(run), "--out", str(page), cwd=tmp_path)
+        assert r.returncode == 0 and "Written by scaling_search.report at" in page.read_text()
+    assert _cli("scaling_search.report", str(run), "--out", str(run / "report.html"), cwd=tmp_path).returncode == 0

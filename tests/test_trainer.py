@@ -130,3 +130,47 @@ def test_a_crafted_checkpoint_does_not_execute(tmp_path, digits):
           on_epoch=lambda m, s: states.append(s()))
     torch.save(states[0], tmp_path / "real.pt")
     assert load_state(tmp_path / "real.pt")["epoch"] == 1
+
+
+def test_each_optimizer_setting_trains_with_that_optimizer(digits):
+    """The checkpointed optimizer state is the optimizer's own: momentum buffers for SGD, first
+    and second moments for AdamW, running squares (and momentum) for RMSProp."""
+    want = {"sgd": {"momentum_buffer"}, "adamw": {"step", "exp_avg", "exp_avg_sq"},
+            "rmsprop": {"step", "square_avg", "momentum_buffer"}}
+    for optimizer, keys in want.items():
+        states = []
+        s = TrainSettings(epochs=1, optimizer=optimizer, lr=1e-3, num_threads=1)
+        train(_model(), digits, 16, s, seed=0, on_epoch=lambda m, state: states.append(state()))
+        per_param = states[0]["optimizer"]["state"]
+        assert per_param and all(set(v) == keys for v in per_param.values()), optimizer
+
+
+def test_label_smoothing_is_applied_to_the_training_loss(digits):
+    """The same steps with smoothing 0 and 0.5: a smoothed target's cross-entropy is at least the
+    entropy of that target (0.5 on the label, 0.5/10 elsewhere: 1.65 nats), which plain training
+    on digits goes far below."""
+    import math
+
+    plain = train(_model(), digits, 16, FAST, seed=0)
+    smooth = train(_model(), digits, 16, TrainSettings(**{**FAST.__dict__, "label_smoothing": 0.5}), seed=0)
+    q = [0.5 + 0.05] + [0.05] * 9  # torch's smoothing: (1 - eps) one-hot + eps / K everywhere
+    floor = -sum(p * math.log(p) for p in q)
+    assert smooth.history[-1]["train/loss"] >= floor - 1e-3 > plain.history[-1]["train/loss"]
+
+
+def test_a_nan_validation_loss_stops_the_run(digits):
+    from torch import nn
+
+    from scaling_search.train.trainer import Diverged
+
+    class NanWhenEvaluated(nn.Module):  # trains normally, predicts NaN in evaluation
+        def __init__(self):
+            super().__init__()
+            self.net = _model()
+
+        def forward(self, x):
+            out = self.net(x)
+            return out if self.training else out * float("nan")
+
+    with pytest.raises(Diverged, match="diverged in epoch 1: the validation loss is nan"):
+        train(NanWhenEvaluated(), digits, 16, TrainSettings(epochs=2, num_threads=1), seed=0)

@@ -466,9 +466,31 @@ def _all_figures(page: Page, prefix: str = ""):
         yield from _all_figures(child, f"{prefix}job{i}_")
 
 
+RUN_MARKERS = ("search.json", "step2.json", "fidelity.json")  # the identity files of a run folder
+
+
+def check_out(out: Path, run_dir: Path) -> None:
+    """``--out`` may name a new file, or a page this command wrote, outside every run folder (a
+    run's own ``report.html`` excepted): never a user's file or a run's table."""
+    out = out.resolve()
+    if out == run_dir / REPORT_FILE:
+        return
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; name a file in it, e.g. {out / REPORT_FILE}")
+    for folder in (out.parent, *out.parent.parents):
+        if any((folder / m).is_file() for m in RUN_MARKERS):
+            raise ValueError(f"--out {out} is inside the run folder {folder}, whose files only its run "
+                             "writes; write the page outside it (or leave --out out: RUN_DIR/report.html)")
+    if out.exists() and f"Written by {PROG} at" not in out.read_text(errors="replace"):
+        raise ValueError(f"--out {out} exists and is not a page {PROG} wrote; it is left as it is: "
+                         "choose another file name")
+
+
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
     """Writes ``run_dir/report.html`` (or ``out``) and the plots as PNG and SVG in ``run_dir/plots``."""
     run_dir = Path(run_dir).resolve()
+    if out is not None:
+        check_out(Path(out), run_dir)
     page = build_page(run_dir)
     text = render(page)
     for name, fig in _all_figures(page):

@@ -30,18 +30,27 @@ def _lost_the_race(e: sqlalchemy.exc.DBAPIError) -> bool:
     return isinstance(e, sqlalchemy.exc.IntegrityError) or "already exists" in str(e)
 
 
+CONNECT_TIMEOUT_S = 20  # a server that accepts but never answers is named, not waited on forever
+
+
+def _engine_kwargs(url: str) -> dict:
+    """A connect timeout for a database server (PostgreSQL's libpq and MySQL's drivers take
+    ``connect_timeout`` in seconds); SQLite, a file, needs none."""
+    return {} if url.startswith("sqlite") else {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
+
+
 def _storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
     """Processes opening a new database at once race to create Optuna's tables (neither
     PostgreSQL's CREATE TABLE IF NOT EXISTS nor SQLAlchemy's check-then-create is atomic); a
     loser's error is retried, and finds the tables made."""
     for attempt in range(1, attempts):
         try:
-            return optuna.storages.RDBStorage(url)
+            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
         except sqlalchemy.exc.DBAPIError as e:
             if not _lost_the_race(e):
                 raise
             time.sleep(0.1 * attempt)
-    return optuna.storages.RDBStorage(url)
+    return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
 
 
 def open_study(url: str, name: str, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
