@@ -427,3 +427,43 @@ def test_step2_verdicts_are_paired_and_flag_unmatched_macs(tmp_path):
     assert v.loc["depth", "paired_by"] == "3 seeds" and v.loc["depth", "verdict"] == "beats"
     assert (v.loc["depth", "diff_lo"], v.loc["depth", "diff_hi"]) == pytest.approx((lo, hi))
     assert v.loc["resolution", "verdict"] == "ties"  # still one common seed: over its images
+
+
+def _folder(root, per_class, shade=0):
+    from PIL import Image
+
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.new("RGB", (12, 12), (40 * i + shade, 100 if c == "cat" else 0, 0)).save(root / c / f"{i}.png")
+
+
+@pytest.mark.slow  # two small searches in-process
+def test_a_resume_on_other_data_is_refused_naming_both(tmp_path, monkeypatch):
+    """Images added to the folder, or a relative data.root that names another folder from another
+    working directory: the run was trained on other contents, and a resume would mix them."""
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    _folder(tmp_path / "a" / "imgs", 4)
+    out = tmp_path / "run"
+    args = (*TINY, "trainer.epochs=1", "data=imagefolder", "data.root=imgs", "runner=local",
+            f"data.cache_dir={tmp_path / 'cache'}", "report=false", f"out_dir={out}")
+    step1.run_search(compose_grid(tmp_path, *args), io.StringIO())
+    pin = json.loads((out / "data.json").read_text())
+    assert pin["root"] == str(tmp_path / "a" / "imgs") and pin["images"] == 8
+    step1.run_search(compose_grid(tmp_path, *args), io.StringIO())  # the same data: a resume is fine
+    kept = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    _folder(tmp_path / "b" / "imgs", 4, shade=7)  # the same relative path, elsewhere
+    monkeypatch.chdir(tmp_path / "b")
+    import re
+
+    want = (f"{out} was trained on {tmp_path / 'a' / 'imgs'} (8 images), but this run's data is "
+            f"{tmp_path / 'b' / 'imgs'} (8 images), with other contents")
+    with pytest.raises(ValueError, match=re.escape(want)):
+        step1.run_search(compose_grid(tmp_path, *args), io.StringIO())
+    monkeypatch.chdir(tmp_path / "a")
+    _folder(tmp_path / "a" / "imgs", 6)  # two more images per class
+    with pytest.raises(ValueError, match=r"\(8 images\), but this run's data is .*\(12 images\)"):
+        step1.run_search(compose_grid(tmp_path, *args), io.StringIO())
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == kept  # nothing rewritten

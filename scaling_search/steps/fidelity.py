@@ -204,7 +204,7 @@ def run_folder(s: FidelitySettings) -> RunFolder:
     """The fidelity run's folder, once it is known to be apart from the data and missing, empty or
     this fidelity run's own; touches no file (the app's preflight runs it)."""
     check_apart(s.out_dir, s.data.root)
-    run = RunFolder(s.out_dir, IDENTITY_FILE, identity(s), "fidelity run", OUTPUTS)
+    run = RunFolder(s.out_dir, IDENTITY_FILE, identity(s), "fidelity run", OUTPUTS, trains_on_data_of=[s.run_dir])
     run.check()
     return run
 

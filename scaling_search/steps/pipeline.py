@@ -58,7 +58,8 @@ LOCK_FILE, HOLDER_FILE = ".lock", ".lock.json"
 RUN_FILES = frozenset({LOCK_FILE, HOLDER_FILE, "config.yaml", "environment.json", "trials",
                        "results.csv", "results.parquet", "epochs.csv", "epochs.parquet", "optuna.db",
                        "optuna.db-journal", "optuna.db-wal", "optuna.db-shm", "ray", "report.html",
-                       "plots", ".hydra"})
+                       "plots", ".hydra", "data.json"})
+DATA_PIN = "data.json"  # what the run's trials were trained on, by content
 
 
 class RunFolder:
@@ -83,8 +84,10 @@ class RunFolder:
     """
 
     def __init__(self, out_dir: Path, identity_file: str, identity: dict, what: str,
-                 outputs: Iterable[str] = ()):
+                 outputs: Iterable[str] = (), trains_on_data_of: Iterable[Path] = ()):
         self.out_dir, self.identity_file, self.identity, self.what = Path(out_dir), identity_file, identity, what
+        # the folders whose pinned data this run must train on: its own, and (fidelity) its search's
+        self.pinned_by = (self.out_dir, *map(Path, trains_on_data_of))
         self.written = RUN_FILES | {identity_file, *outputs}
         self._lock: filelock.BaseFileLock | None = None
 
@@ -187,6 +190,39 @@ def data_identity(data: DataSettings) -> dict:
     return {k: v for k, v in asdict(data).items() if k not in DATA_PLACEMENT}
 
 
+def data_pin(images: ImageData | FolderData, data: DataSettings) -> dict:
+    """What a run trains on, by content: an image folder's cache key (its files' paths, sizes and
+    modification times) and resolved root, or a digest of a decoded set's images and labels."""
+    if isinstance(images, FolderData):
+        c = images.cache
+        content = Path(c.path).parent.name
+        count = len(c.train_rows) + len(c.val_rows)
+    else:
+        h = hashlib.sha256()
+        for t in (images.train_images, images.train_labels, images.val_images, images.val_labels):
+            h.update(t.contiguous().numpy().tobytes())
+        content, count = h.hexdigest()[:24], len(images.train_labels) + len(images.val_labels)
+    root = str(Path(data.root).expanduser().resolve()) if data.root else None
+    return {"name": data.name, "root": root, "images": count, "content": content}
+
+
+def check_pin(out_dir: Path, pin: dict) -> None:
+    """A resume trains on the data its run began with: the same content, wherever it is named from."""
+    path = Path(out_dir) / DATA_PIN
+    try:
+        old = json.loads(path.read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} cannot be read ({e}); it pins the data the run was trained on: "
+                         "restore it, or choose another out_dir") from None
+    if old.get("content") != pin["content"]:
+        where = lambda p: f"{p.get('root') or p.get('name')} ({p.get('images')} images)"  # noqa: E731
+        raise ValueError(f"{out_dir} was trained on {where(old)}, but this run's data is {where(pin)}, "
+                         "with other contents: a resume would mix the two; point data.root at the run's "
+                         "data as it was, or choose another out_dir")
+
+
 def trial_specs(tag: str, units: Iterable[tuple[str, Coefficients, ScaledModel]], seeds: list[int],
                 base_resolution_px: int | None, rounding: Rounding,
                 imports: tuple[str, ...]) -> list[TrialSpec]:
@@ -205,7 +241,12 @@ def prepare(run: RunFolder, config: dict, columns: dict[str, dict], *, data: Dat
     images = load_dataset(data, max(col["resolution_px"] for col in columns.values()), out)
     if images.num_classes != num_classes_of(data):
         raise ValueError(f"{data.name} has {images.num_classes} classes, expected {num_classes_of(data)}")
+    pin = data_pin(images, data)
+    for folder in run.pinned_by:
+        check_pin(folder, pin)
     study = run.open(config, study_storage, study_name, out=out)
+    if not (run.out_dir / DATA_PIN).is_file():
+        atomic_write_text(run.out_dir / DATA_PIN, json.dumps(pin, indent=1))
     write_plan(run.out_dir, images.num_classes)
     return images, study
 
