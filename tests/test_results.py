@@ -149,3 +149,23 @@ def test_the_tied_set_is_paired_over_seeds_or_over_images():
     table = with_ties(rank(one), one, right)
     assert list(table["tied_with_best"]) == [True, True, False]  # 1 discordant pair; 10 (p = 0.002)
     assert table.loc[2, "p_mcnemar"] == pytest.approx(2 / 1024)  # 2 * P(X <= 0 | n=10)
+
+
+def test_seeds_that_agree_exactly_do_not_make_a_difference_certain():
+    """One validation image, right for `a` and wrong for `b` on each of 3 seeds: the differences
+    over seeds are 1, 1, 1 with zero variance, so a t-interval would be [1, 1]. Pooled over the
+    seeds' images, McNemar's exact test on 3 discordant pairs gives p = 2 * 0.5**3 = 0.25: tied."""
+    from scaling_search.analysis.results import compare
+
+    rows = [{"candidate_id": c, "trial_id": f"{c}_s{s}", "seed": s, "status": "ok", "final_top1": top}
+            for c, top in (("a", 1.0), ("b", 0.0)) for s in range(3)]
+    results = pd.DataFrame(rows)
+    right = {f"a_s{s}": np.array([True]) for s in range(3)} | {f"b_s{s}": np.array([False]) for s in range(3)}
+    got = compare(results, right, "a", "b")
+    assert got["tied"] is True and got["p"] == pytest.approx(0.25) and got["diff"] == 1.0
+    assert got["by"] == "3 seeds x 1 images (the seeds agree exactly)"
+    unknown = compare(results, {}, "a", "b")  # no per-image record: no verdict, never "significant"
+    assert unknown["tied"] is None and "not enough data" in unknown["by"]
+    # with 100 images per seed, all discordant for `a`, the pooled test is decisive
+    right = {f"a_s{s}": np.ones(100, bool) for s in range(3)} | {f"b_s{s}": np.zeros(100, bool) for s in range(3)}
+    assert compare(results, right, "a", "b")["tied"] is False

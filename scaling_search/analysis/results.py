@@ -144,9 +144,22 @@ def compare(results: pd.DataFrame, correct: dict[str, np.ndarray], a: str, b: st
     pb = ok[ok["candidate_id"] == b].set_index("seed")
     seeds = sorted(set(pa.index) & set(pb.index))
     if len(seeds) >= 2:
-        diff, lo, hi = paired_over_seeds(pa.loc[seeds, metric].to_numpy() - pb.loc[seeds, metric].to_numpy())
-        return {"diff": diff, "lo": lo, "hi": hi, "p": math.nan, "by": f"{len(seeds)} seeds",
-                "tied": bool(lo <= 0 <= hi)}
+        diffs = pa.loc[seeds, metric].to_numpy() - pb.loc[seeds, metric].to_numpy()
+        if np.ptp(diffs) > 0:
+            diff, lo, hi = paired_over_seeds(diffs)
+            return {"diff": diff, "lo": lo, "hi": hi, "p": math.nan, "by": f"{len(seeds)} seeds",
+                    "tied": bool(lo <= 0 <= hi)}
+        # Every seed gave the same difference: a t-interval over seeds has zero width and would
+        # call any difference certain (one validation image right on 3 seeds "beat" the baseline
+        # by 1.0). The seeds' images decide instead, pooled, by McNemar's exact test.
+        ca = [correct.get(pa.loc[sd, "trial_id"]) for sd in seeds]
+        cb = [correct.get(pb.loc[sd, "trial_id"]) for sd in seeds]
+        if all(x is not None and y is not None and len(x) == len(y) and len(x) for x, y in zip(ca, cb)):
+            diff, lo, hi, p = paired_over_images(np.concatenate(ca), np.concatenate(cb))
+            return {"diff": diff, "lo": lo, "hi": hi, "p": p, "tied": bool(p >= 0.05),
+                    "by": f"{len(seeds)} seeds x {len(ca[0])} images (the seeds agree exactly)"}
+        return {"diff": float(diffs[0]), "lo": math.nan, "hi": math.nan, "p": math.nan,
+                "by": f"{len(seeds)} seeds (identical: not enough data)", "tied": None}
     if len(seeds) == 1:
         ca, cb = correct.get(pa.loc[seeds[0], "trial_id"]), correct.get(pb.loc[seeds[0], "trial_id"])
         if ca is not None and cb is not None and len(ca) == len(cb) and len(ca):

@@ -219,6 +219,8 @@ def _interval(c: dict) -> str:
     """``95% interval +0.0060 to +0.0330 over 359 images``, of a ``results.compare``."""
     if not c or not c["by"]:
         return "no paired interval"
+    if c["tied"] is None:  # seeds that agree exactly, without per-image records
+        return f"no interval: {c['by']}"
     return f"95% interval {c['lo']:+.4f} to {c['hi']:+.4f} over {c['by']}"
 
 
