@@ -90,3 +90,16 @@ def staged_directory(out_dir: str | os.PathLike) -> Iterator[Path]:
 def plain(obj: object) -> object:
     """A JSON/YAML-ready copy: exact fractions become floats, paths and the like strings."""
     return json.loads(json.dumps(obj, default=lambda o: float(o) if isinstance(o, Fraction) else str(o)))
+
+
+RUN_MARKERS = ("search.json", "step2.json", "fidelity.json")  # the identity files of a run folder
+
+
+def run_folder_around(path: Path) -> Path | None:
+    """The run folder that holds ``path`` (``path`` itself or a folder above it), if any: whose
+    files only its own run writes."""
+    path = Path(path).expanduser().resolve()
+    for folder in (path, *path.parents):
+        if any((folder / m).is_file() for m in RUN_MARKERS):
+            return folder
+    return None

@@ -163,3 +163,16 @@ def test_bad_rules_and_regularisation_are_one_line(capsys, tmp_path, args, messa
     assert e.value.code == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith(f"{PROG}: error: ") and message in err[0], err
+
+
+def test_an_emission_into_a_run_folder_is_refused_and_its_family_kept(run_cli, tmp_path):
+    """A search's step2/ holds its winner's family; emitting the paper's over it lost that."""
+    run = tmp_path / "search"
+    (run / "step2" / "model").mkdir(parents=True)
+    (run / "search.json").write_text("{}")
+    (run / "step2" / "model" / "winner_phi1.yaml").write_text("depth_mult: 1.2\n")
+    r = run_cli(PROG, f"out_dir={run / 'step2'}", "phis=[1]")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert f"lies inside the run folder {run}" in lines[0]
+    assert sorted(p.name for p in (run / "step2" / "model").iterdir()) == ["winner_phi1.yaml"]

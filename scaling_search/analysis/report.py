@@ -33,7 +33,7 @@ import pandas as pd
 from scaling_search.analysis import plots
 from scaling_search.analysis.results import agreement_line, rank_agreement
 from scaling_search.environment import capture
-from scaling_search.files import atomic_write_text
+from scaling_search.files import atomic_write_text, run_folder_around
 from scaling_search.tables import verdict, verdict_line
 from scaling_search.models.scaling import Coefficients
 
@@ -466,9 +466,6 @@ def _all_figures(page: Page, prefix: str = ""):
         yield from _all_figures(child, f"{prefix}job{i}_")
 
 
-RUN_MARKERS = ("search.json", "step2.json", "fidelity.json")  # the identity files of a run folder
-
-
 def check_out(out: Path, run_dir: Path) -> None:
     """``--out`` may name a new file, or a page this command wrote, outside every run folder (a
     run's own ``report.html`` excepted): never a user's file or a run's table."""
@@ -477,10 +474,10 @@ def check_out(out: Path, run_dir: Path) -> None:
         return
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; name a file in it, e.g. {out / REPORT_FILE}")
-    for folder in (out.parent, *out.parent.parents):
-        if any((folder / m).is_file() for m in RUN_MARKERS):
-            raise ValueError(f"--out {out} is inside the run folder {folder}, whose files only its run "
-                             "writes; write the page outside it (or leave --out out: RUN_DIR/report.html)")
+    folder = run_folder_around(out.parent)
+    if folder is not None:
+        raise ValueError(f"--out {out} is inside the run folder {folder}, whose files only its run "
+                         "writes; write the page outside it (or leave --out out: RUN_DIR/report.html)")
     if out.exists() and f"Written by {PROG} at" not in out.read_text(errors="replace"):
         raise ValueError(f"--out {out} exists and is not a page {PROG} wrote; it is left as it is: "
                          "choose another file name")

@@ -11,7 +11,7 @@ from dataclasses import asdict
 
 import pandas as pd
 
-from scaling_search.files import plain
+from scaling_search.files import plain, run_folder_around
 from scaling_search.models.scaling import Multipliers
 from scaling_search.plan.emit import write_family
 from scaling_search.plan.family import plan_family
@@ -19,7 +19,12 @@ from scaling_search.settings import ScaleSettings
 
 
 def emit_family(s: ScaleSettings, prog: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """The family at ``s.phis`` written to ``s.out_dir``; (summary, published comparison or None)."""
+    """The family at ``s.phis`` written to ``s.out_dir``; (summary, published comparison or None).
+    Never into a run folder: a search's own ``step2/`` is its winner's family."""
+    folder = run_folder_around(s.out_dir)
+    if folder is not None:
+        raise ValueError(f"out_dir {s.out_dir} lies inside the run folder {folder}, whose files only its run "
+                         "writes (a search's step2/ holds its winner's family); choose an out_dir outside it")
     base = Multipliers(s.base_depth_mult, s.base_width_mult)
     rules = () if s.rule is None else (s.rule,)
     members = plan_family(s.backbone, s.coefficients, s.phis, baselines=rules, base=base,
