@@ -33,7 +33,7 @@ import yaml
 from omegaconf import MISSING, OmegaConf
 
 from scaling_search.models.backbones import get_backbone, import_plugins
-from scaling_search.models.scaling import Coefficients, Rounding
+from scaling_search.models.scaling import PAPER_COEFFICIENTS, Coefficients, Rounding
 from scaling_search.plan.family import DIMENSIONS, rules_of
 from scaling_search.plan.rules import COMPOUND, Regularisation, ScalingRule, parse_rule
 from scaling_search.plan.space import SearchSpace
@@ -536,8 +536,30 @@ def coefficients_from(values: Mapping, require_at_least_one: bool = True) -> Coe
 COEFFICIENT_KEYS = ("depth_coef", "width_coef", "resolution_coef")
 
 
-def coefficients_file(path: str) -> tuple[Coefficients, str]:
-    """α, β, γ from a Step-1 ``coefficients.yaml`` (or the run folder holding one)."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"{key} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _searched_backbone(text: str) -> str | None:
+    """The backbone a Step-1 ``coefficients.yaml`` was found with, from its header."""
+    import re
+
+    m = re.match(r"# Step-1 winner of .* \((\S+) proxy on ", text)
+    return m.group(1) if m else None
+
+
+def coefficients_file(path: str, backbone: str | None = None) -> tuple[Coefficients, str]:
+    """α, β, γ from a Step-1 ``coefficients.yaml`` (or the run folder holding one); refused when
+    its header says a search of another backbone than ``backbone`` found them."""
     p = Path(path).expanduser().resolve()
     if p.is_dir() or (not p.exists() and not p.suffix):  # a run folder
         p = p / "coefficients.yaml"
@@ -545,10 +567,16 @@ def coefficients_file(path: str) -> tuple[Coefficients, str]:
         raise ValueError(f"coefficients_file {str(p)!r} does not exist; give a Step-1 run's "
                          "coefficients.yaml (or its run folder)")
     try:
-        d = yaml.safe_load(p.read_text())
+        text = p.read_text()
+        d = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ValueError(f"coefficients_file {str(p)!r} is not valid YAML "
-                         f"({str(e).splitlines()[0]})") from None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"coefficients_file {str(p)!r} is not valid YAML ({problem})") from None
+    searched = _searched_backbone(text)
+    if backbone is not None and searched is not None and searched != backbone:
+        raise ValueError(f"coefficients_file {str(p)!r} was found by a {searched} search, and this run scales "
+                         f"{backbone}: give backbone={searched}, or copy its three numbers into coefficients.* "
+                         "to use them on another backbone")
     if not isinstance(d, Mapping) or set(d) != set(COEFFICIENT_KEYS):
         got = sorted(d) if isinstance(d, Mapping) else type(d).__name__
         raise ValueError(f"coefficients_file {str(p)!r} must hold exactly {', '.join(COEFFICIENT_KEYS)} "
@@ -636,7 +664,10 @@ class ScaleSettings:
         _multiplier("base.depth_mult", c.base.depth_mult)
         _multiplier("base.width_mult", c.base.width_mult)
         if c.coefficients_file is not None:
-            coefficients, source = coefficients_file(c.coefficients_file)
+            if coefficients_from(vars(c.coefficients)) != PAPER_COEFFICIENTS:  # scale.yaml's defaults
+                raise ValueError("coefficients.* and coefficients_file are both given, and the file would "
+                                 "replace the coefficients; give one of them")
+            coefficients, source = coefficients_file(c.coefficients_file, c.backbone.name)
         else:
             coefficients, source = coefficients_from(vars(c.coefficients)), None
         check_constraint(coefficients, c.constraint, source)

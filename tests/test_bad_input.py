@@ -215,6 +215,11 @@ ROWS = [
     (SCALE, ["coefficients_file={tmp}/nothing.yaml"], "nothing.yaml' does not exist"),
     (SCALE, ["coefficients_file={tmp}/notes.txt"], "must hold exactly depth_coef, width_coef, resolution_coef"),
     (SCALE, ["coefficients_file={tmp}/broken.yaml"], "broken.yaml' is not valid YAML"),
+    (SCALE, ["coefficients_file={tmp}/twice.yaml"], "twice.yaml' is not valid YAML (depth_coef is given twice)"),
+    (SCALE, ["coefficients_file={tmp}/resnet_run"], "was found by a resnet18 search, and this run scales "
+                                                    "efficientnet_b0: give backbone=resnet18, or copy its three"),
+    (SCALE, ["coefficients_file={tmp}/resnet_run", "coefficients.depth_coef=1.5"],
+     "coefficients.* and coefficients_file are both given"),
     (SCALE, ["train=true", "seeds_per_member=0"], "seeds_per_member must be a positive integer"),
     (SCALE, ["train=true", "seeds_per_member=5000"], "seeds_per_member must be at most 1,000"),
     (SCALE, ["train=true", "macs_tolerance=0"], "macs_tolerance must be a fraction between 0 and 1"),
@@ -367,6 +372,11 @@ def scratch(tmp_path, templates) -> Path:
     """What the rows name: a file, two YAML files, and the report's run folders."""
     (tmp_path / "notes.txt").write_text("a user's notes\n")
     (tmp_path / "broken.yaml").write_text("depth_coef: [1.2\n")
+    (tmp_path / "twice.yaml").write_text("depth_coef: 1.2\nwidth_coef: 1.1\nresolution_coef: 1.15\ndepth_coef: 1.4\n")
+    (tmp_path / "resnet_run").mkdir()  # a ResNet-18 search's frozen winner, as step1 writes its header
+    (tmp_path / "resnet_run" / "coefficients.yaml").write_text(
+        "# Step-1 winner of /runs/r18 (resnet18 proxy on digits):\n# d1.20_w1.10_r1.15, validation top-1 0.9\n"
+        "depth_coef: 1.2\nwidth_coef: 1.1\nresolution_coef: 1.15\n")
     (tmp_path / "empty_folder").mkdir()
     (tmp_path / "my_files").mkdir()  # a user's folder: a run must not write into it
     (tmp_path / "my_files" / "thesis.tex").write_text("chapter 1\n")
