@@ -167,7 +167,8 @@ def test_coefficients_come_from_a_step1_run_folder(run_cli, tmp_path):
     (tmp_path / "step1").mkdir()
     (tmp_path / "step1" / "coefficients.yaml").write_text(STEP1_COEFFICIENTS.replace("1.15", "1.2"))
     # (coefficients.* given beside the file is refused: tests/test_bad_input.py)
-    r = run_cli(PROG, f"coefficients_file={tmp_path / 'step1'}", "phis=[1]", f"out_dir={tmp_path / 'out'}")
+    r = run_cli(PROG, f"coefficients_file={tmp_path / 'step1'}", "phis=[1]", f"out_dir={tmp_path / 'out'}",
+                "backbone=resnet18")  # the backbone the file was found with
     assert r.returncode == 0, r.stderr
     assert OmegaConf.load(tmp_path / "out" / "coefficients.yaml") == {
         "depth_coef": 1.2, "width_coef": 1.1, "resolution_coef": 1.2}
