@@ -246,3 +246,23 @@ def test_report_out_never_replaces_a_users_file_or_a_runs_table(runs, tmp_path):
         r = _cli("scaling_search.report", str(run), "--out", str(page), cwd=tmp_path)
         assert r.returncode == 0 and "Written by scaling_search.report at" in page.read_text()
     assert _cli("scaling_search.report", str(run), "--out", str(run / "report.html"), cwd=tmp_path).returncode == 0
+
+
+@pytest.mark.slow  # the `runs` fixture: a whole grid search and a Step-2 run
+def test_a_table_missing_a_column_or_with_text_for_numbers_is_named(runs, tmp_path):
+    import pandas as pd
+
+    for damage, message in (
+            (lambda t: t.drop(columns=["top1_mean"]), "none of ranking.csv, results.csv, epochs.csv in {run} has "
+                                                      "the column 'top1_mean'"),
+            (lambda t: t.assign(macs=["lots"] + list(t["macs"][1:])),
+             "ranking.csv in {run}: the column 'macs' holds text where numbers belong")):
+        run = tmp_path / f"copy{len(message)}"
+        shutil.copytree(runs["grid"], run)
+        damage(pd.read_csv(run / "ranking.csv")).to_csv(run / "ranking.csv", index=False)
+        before = (run / "report.html").read_bytes()
+        r = _cli("scaling_search.report", str(run), cwd=tmp_path)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1, r.stderr
+        assert message.format(run=run) in lines[0]
+        assert (run / "report.html").read_bytes() == before

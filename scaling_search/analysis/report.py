@@ -76,6 +76,28 @@ def detect(run_dir: Path) -> str:
 REWRITE = "re-run the command that wrote it (a run rebuilds its tables from its trials/ records)"
 
 
+_READ: list[tuple[Path, pd.DataFrame]] = []  # the tables the page being built has read
+
+
+def _unusable(e: Exception, run_dir: Path) -> ValueError:
+    """A table the page cannot use (a column missing, or text where a number belongs), named
+    with the file and column where they can be found."""
+    if isinstance(e, KeyError) and e.args:
+        column = e.args[0]
+        lacking = [p.name for p, t in _READ if column not in t.columns]
+        if len(lacking) == 1:
+            return ValueError(f"{lacking[0]} in {run_dir} lacks the column {column!r}; {REWRITE}")
+        return ValueError(f"none of {', '.join(lacking) or 'its tables'} in {run_dir} has the column {column!r} "
+                          f"the page needs; {REWRITE}")
+    texty = [(p.name, c) for p, t in _READ for c in t.columns
+             if not pd.api.types.is_numeric_dtype(t[c]) and pd.to_numeric(t[c], errors="coerce").notna().any()
+             and pd.to_numeric(t[c], errors="coerce").isna().sum() > t[c].isna().sum()]
+    if texty:
+        name, column = texty[0]
+        return ValueError(f"{name} in {run_dir}: the column {column!r} holds text where numbers belong; {REWRITE}")
+    return ValueError(f"a table of {run_dir} cannot be shown ({type(e).__name__}: {e}); {REWRITE}")
+
+
 def _read(path: Path, rows: int | None = None) -> pd.DataFrame | None:
     """The table at ``path`` (None if there is none), refused unless complete: it ends with a line
     break, every record has the header's fields, and it has ``rows`` rows when that is known.
@@ -95,6 +117,7 @@ def _read(path: Path, rows: int | None = None) -> pd.DataFrame | None:
             else:
                 table = pd.read_csv(io.StringIO(text))
                 if rows is None or len(table) == rows:
+                    _READ.append((path, table))
                     return table
                 problem = f"it has {len(table)} rows, but the run's trials/ folder holds {rows} trial records"
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, csv.Error) as e:
@@ -339,7 +362,18 @@ BUILDERS = {"grid": grid_page, "step2": step2_page, "family": family_page, "mult
 
 
 def build_page(run_dir: Path) -> Page:
-    return BUILDERS[detect(run_dir)](Path(run_dir))
+    kind = detect(run_dir)
+    _READ.clear()
+    try:
+        return BUILDERS[kind](Path(run_dir))
+    except (KeyError, TypeError) as e:
+        raise _unusable(e, Path(run_dir)) from None
+    except ValueError as e:
+        if any(k in str(e) for k in ("format code", "could not convert", "invalid literal")):
+            raise _unusable(e, Path(run_dir)) from None
+        raise
+    finally:
+        _READ.clear()
 
 
 # --- HTML -----------------------------------------------------------------------------------
