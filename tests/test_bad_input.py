@@ -487,3 +487,21 @@ def test_settings_refuse_bad_input_before_torch_loads(tmp_path, module, arg):
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.stdout.split() == ["exit", "2", "False"], r.stdout + r.stderr[-2000:]
     assert arg.split("=")[0] in r.stderr
+
+
+@pytest.mark.parametrize("source, message", [
+    ("raise RuntimeError('boom')\n", "imports: 'bad_plugin' failed while importing (RuntimeError: boom); fix the module"),
+    ("def f(:\n", "imports: 'bad_plugin' has a syntax error (invalid syntax, "),
+    ("import sys\nsys.exit(3)\n", "imports: 'bad_plugin' called sys.exit(3) while importing"),
+    ("import no_such_dependency_xyz\n", "imports: 'bad_plugin' failed while importing (No module named "
+                                        "'no_such_dependency_xyz')"),
+])
+def test_a_plugin_that_fails_to_import_is_one_line_naming_it(run_cli, tmp_path, monkeypatch, source, message):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "bad_plugin.py").write_text(source)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "plugins"))
+    r = run_cli("scaling_search.grid", "imports=[bad_plugin]", "dry_run=true", f"out_dir={tmp_path / 'run'}")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert message in lines[0]
+    assert not (tmp_path / "run").exists()

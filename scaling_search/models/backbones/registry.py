@@ -171,6 +171,17 @@ def import_plugins(modules: object) -> tuple[str, ...]:
     for name in modules:
         try:
             importlib.import_module(str(name))
-        except ImportError as e:
-            raise ValueError(f"imports: cannot import {name!r} ({e}); is it on PYTHONPATH?") from None
+        except ModuleNotFoundError as e:
+            if e.name is not None and str(name).startswith(e.name):  # the plugin itself, not one it imports
+                raise ValueError(f"imports: cannot import {name!r} ({e}); is it on PYTHONPATH?") from None
+            raise ValueError(f"imports: {name!r} failed while importing ({e}); fix the module") from None
+        except SyntaxError as e:
+            raise ValueError(f"imports: {name!r} has a syntax error ({e.msg}, {e.filename} line {e.lineno}); "
+                             "fix the module") from None
+        except SystemExit as e:  # a plugin must not end the app: its exit status would be taken as ours
+            raise ValueError(f"imports: {name!r} called sys.exit({e.code!r}) while importing; a plugin "
+                             "module must only define and register") from None
+        except Exception as e:  # noqa: BLE001 - the user's code: one line naming it, no traceback
+            raise ValueError(f"imports: {name!r} failed while importing ({type(e).__name__}: {e}); "
+                             "fix the module") from None
     return tuple(str(m) for m in modules)
