@@ -519,8 +519,13 @@ def _training(c: AppConfig, seeds: int, seeds_name: str) -> dict:
     if c.study.storage is not None:
         storage_url(c.study.storage, Path("."))  # the format; the connection is tried before a run
     ray = {f.name: getattr(c.runner, f.name) for f in fields(RaySettings)}
-    return dict(data=_build(DataSettings, c.data, "data"), trainer=_build(TrainSettings, c.trainer, "trainer"),
-                runner_kind=c.runner.kind, runner=RaySettings(**ray), seed=c.seed,
+    trainer, runner = _build(TrainSettings, c.trainer, "trainer"), RaySettings(**ray)
+    if runner.asha and runner.grace_period >= trainer.epochs:
+        raise ValueError(f"runner.grace_period={runner.grace_period} with trainer.epochs={trainer.epochs}: ASHA "
+                         "stops no trial before its grace period ends, so it would stop none; lower "
+                         "runner.grace_period below the epochs, or set runner.asha=false")
+    return dict(data=_build(DataSettings, c.data, "data"), trainer=trainer,
+                runner_kind=c.runner.kind, runner=runner, seed=c.seed,
                 study_storage=c.study.storage, study_name=c.study.name)
 
 

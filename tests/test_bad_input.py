@@ -176,6 +176,8 @@ ROWS = [
     (SCALE, ["phis=[100]"], "phis: at phi=100 the depth grows by 1.2^100 = 8.28e+07x, over the limit of 1,000x; "
                             "keep phis <= 37.9 with these coefficients"),
     (SCALE, ["phis=[1e10]"], "the depth grows by 1.2^1e+10 = about 10^791812460x"),
+    (GRID, ["runner.asha=true", "runner.grace_period=5", "trainer.epochs=2"],
+     "runner.grace_period=5 with trainer.epochs=2: ASHA stops no trial before its grace period ends"),
     (SCALE, ["phis=[1,1.0000000001]"], "phis lists phi=1.0 and phi=1.0000000001, which name the same member (phi1)"),
     (SCALE, ["phis=[2,2]"], "phis lists phi=2.0 and phi=2.0, which name the same member (phi2)"),
     (GRID, ["emit.phis=[1,1]"], "emit.phis lists phi=1.0 and phi=1.0, which name the same member (phi1)"),

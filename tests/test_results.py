@@ -169,3 +169,30 @@ def test_seeds_that_agree_exactly_do_not_make_a_difference_certain():
     # with 100 images per seed, all discordant for `a`, the pooled test is decisive
     right = {f"a_s{s}": np.ones(100, bool) for s in range(3)} | {f"b_s{s}": np.zeros(100, bool) for s in range(3)}
     assert compare(results, right, "a", "b")["tied"] is False
+
+
+def test_paired_differences_are_this_minus_the_best_with_their_sign():
+    """c trails a by 0.11 on every seed: its difference to the best is negative, its whole
+    interval below zero; and a paired verdict of a loss says 'loses'."""
+    from scaling_search.analysis.results import rank, with_ties
+    from scaling_search.tables import paired_verdict, verdict_line
+
+    rows = []
+    for cid, tops in {"a": [0.90, 0.92, 0.91], "c": [0.80, 0.80, 0.81]}.items():
+        rows += [{"candidate_id": cid, "role": "candidate", "trial_id": f"{cid}_s{s}", "seed": s,
+                  "status": "ok", "final_top1": t, "macs": 1e6, "depth_coef": 1, "width_coef": 1,
+                  "resolution_coef": 1, "product": 1, "resolution_px": 8, "params": 1, "macs_ratio": 1}
+                 for s, t in enumerate(tops)]
+    results = pd.DataFrame(rows)
+    table = with_ties(rank(results), results, {}).set_index("candidate_id")
+    d = np.array([0.80 - 0.90, 0.80 - 0.92, 0.81 - 0.91])
+    half = t95(2) * d.std(ddof=1) / math.sqrt(3)
+    assert table.loc["c", "diff_to_best"] == pytest.approx(d.mean())
+    assert table.loc["c", "diff_lo"] == pytest.approx(d.mean() - half)
+    assert table.loc["c", "diff_hi"] == pytest.approx(d.mean() + half) and table.loc["c", "diff_hi"] < 0
+    assert paired_verdict(-0.05, False) == "loses" and paired_verdict(0.05, False) == "beats"
+    assert paired_verdict(-0.05, True) == "ties" and paired_verdict(0.0, None) == "unpaired"
+    v = {"verdict": "loses", "rule": "depth", "rule_top1": 0.95, "diff": -0.05, "diff_lo": -0.08, "diff_hi": -0.02,
+         "paired_by": "3 seeds", "macs_flag": False, "macs_mismatch": 0.01, "macs_tolerance": 0.05,
+         "phi": 1.0, "compound_top1": 0.90}
+    assert "compound (top-1 0.9000) loses to depth (0.9500) by -0.0500" in verdict_line(v)
