@@ -269,6 +269,7 @@ def test_paper_step1_runs_on_a_generated_folder_on_a_cpu(tmp_path, run_cli):
     got = run_cli("scaling_search.grid", "experiment=paper_step1", f"data.root={tmp_path / 'imgs'}",
                   "runner.gpus_per_trial=0", "runner.cpus_per_trial=1", "proxy.resolution_px=32",
                   "space=coarse", "space.tolerance=0.02", "seeds_per_candidate=1", "trainer.epochs=1",
+                  "runner.asha=false",  # one epoch: nothing for ASHA to stop (refused with it on)
                   "trainer.batch_size=16", f"out_dir={tmp_path / 'run'}", "report=false")
     assert got.returncode == 0, got.stderr[-3000:]
     assert "64 training and 16 validation images at 44 px, held in memory" in got.stdout
@@ -309,3 +310,20 @@ def test_a_file_gone_before_decoding_stops_the_build_naming_it(tmp_path):
     with pytest.raises(ImageFolderError, match=rf"cannot read .*{chosen.train[2][0]}.*No such file"):
         imf._build(chosen, 16, tmp_path / "c", 2, open(os.devnull, "w"))
     assert not (tmp_path / "c" / "meta.json").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zeroed"])
+def test_a_damaged_cache_is_named_and_decoded_again(tmp_path, capsys, damage):
+    write_folder(tmp_path / "imgs", per_class=4)
+    data = load_dataset(settings(tmp_path / "imgs", tmp_path / "cache"), 16)
+    path = Path(data.cache.path)
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2] if damage == "truncated" else bytes(len(good)))
+    capsys.readouterr()
+    again = load_dataset(settings(tmp_path / "imgs", tmp_path / "cache"), 16)
+    out = capsys.readouterr().out
+    assert f"image cache {path.parent} is damaged (" in out and "decoding it again" in out
+    assert ("bytes" in out) if damage == "truncated" else ("sampled rows' digest" in out)
+    assert Path(again.cache.path).read_bytes() == good
+    load_dataset(settings(tmp_path / "imgs", tmp_path / "cache"), 16)
+    assert "decoding it again" not in capsys.readouterr().out  # a sound cache is read as it is

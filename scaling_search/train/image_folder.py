@@ -238,9 +238,39 @@ def _build(scan_: FolderScan, px: int, folder: Path, workers: int, out) -> None:
             "skipped_files": [items[i][0] for i in skipped], "errors": [errors[i] for i in skipped],
             "decode_s": round(time.perf_counter() - start, 3)}
     meta.update(_mean_std(tmp_images, px, [i for i in range(len(scan_.train)) if i not in errors]))
+    meta["sample_sha256"] = _sample_digest(tmp_images, len(items), size)
     tmp_meta.write_text(json.dumps(meta))
     os.replace(tmp_images, folder / "images.u8")
     os.replace(tmp_meta, folder / "meta.json")  # last: its presence says the cache is complete
+
+
+SAMPLED_ROWS = 64  # rows a cache's digest covers: a damaged cache is found by reading these alone
+
+
+def _sample_digest(path: Path, count: int, size: int) -> str:
+    """SHA-256 of up to ``SAMPLED_ROWS`` evenly spaced rows (first and last included): cheap to
+    check on every open, and it catches a cut-off, zero-filled or overwritten cache."""
+    rows = sorted({round(i * (count - 1) / max(1, SAMPLED_ROWS - 1)) for i in range(min(count, SAMPLED_ROWS))})
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for r in rows:
+            h.update(os.pread(f.fileno(), size, r * size))
+    return h.hexdigest()
+
+
+def _damage(folder: Path) -> str | None:
+    """What is wrong with a built cache (its size, or its sampled rows' digest), or None."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        size, count = 3 * meta["px"] * meta["px"], meta["count"]
+        have = (folder / "images.u8").stat().st_size
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"its metadata or images cannot be read: {type(e).__name__}"
+    if have != count * size:
+        return f"images.u8 holds {have:,} bytes, {count:,} images need {count * size:,}"
+    if "sample_sha256" in meta and _sample_digest(folder / "images.u8", count, size) != meta["sample_sha256"]:
+        return "its images differ from those decoded (sampled rows' digest)"
+    return None
 
 
 def _mean_std(path: Path, px: int, rows: list[int], sample: int = 2000) -> dict:
@@ -274,6 +304,10 @@ def ensure_cache(scan_: FolderScan, px: int, cache_dir: str | None = None, worke
         raise ImageFolderError(f"cannot make the image cache {str(folder)!r}: {e.strerror}; set "
                                "data.cache_dir to a writable folder on local disk") from None
     with FileLock(str(folder / "build.lock")):
+        damage = _damage(folder) if (folder / "meta.json").is_file() else None
+        if damage:  # the cache is ours to rebuild: a user's file is never in it
+            print(f"image cache {folder} is damaged ({damage}); decoding it again", file=out, flush=True)
+            (folder / "meta.json").unlink()
         if not (folder / "meta.json").is_file():
             _build(scan_, px, folder, workers or min(DECODE_THREADS, os.cpu_count() or 1), out)
         else:
