@@ -174,6 +174,14 @@ class DataSettings:
                              f"(data.root=/path/to/it), got {self.root!r}")
         _positive_int("data.num_images", self.num_images)
         _positive_int("data.image_px", self.image_px)
+        sizes = {"digits": 1797, "synthetic": self.num_images or 2000, "cifar10": 50000, "cifar100": 50000}
+        if self.name in sizes:  # the split's arithmetic (data._split), checked before anything loads
+            n = min(sizes[self.name], self.num_images or sizes[self.name])
+            train = n - max(1, round(n * self.val_fraction))
+            if train < 2:
+                raise ValueError(f"{self.name} with data.num_images={self.num_images} and data.val_fraction="
+                                 f"{self.val_fraction:g} leaves {train} training and {n - train} validation "
+                                 "images; give more images (data.num_images) or a smaller val_fraction")
 
 
 @dataclass(frozen=True)

@@ -176,6 +176,8 @@ ROWS = [
     (SCALE, ["phis=[100]"], "phis: at phi=100 the depth grows by 1.2^100 = 8.28e+07x, over the limit of 1,000x; "
                             "keep phis <= 37.9 with these coefficients"),
     (SCALE, ["phis=[1e10]"], "the depth grows by 1.2^1e+10 = about 10^791812460x"),
+    (GRID, ["data.num_images=1", "dry_run=true"], "digits with data.num_images=1 and data.val_fraction=0.2 "
+                                                  "leaves 0 training and 1 validation images"),
     (GRID, ["runner.asha=true", "runner.grace_period=5", "trainer.epochs=2"],
      "runner.grace_period=5 with trainer.epochs=2: ASHA stops no trial before its grace period ends"),
     (SCALE, ["phis=[1,1.0000000001]"], "phis lists phi=1.0 and phi=1.0000000001, which name the same member (phi1)"),
