@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from scaling_search.settings import DataSettings, TrainSettings
 from scaling_search.train.data import load_dataset
-from scaling_search.train.device_feed import (DeviceFeed, centre_crop_u8, crop_resize,
+from scaling_search.train.device_feed import (DeviceFeed, Normaliser, centre_crop_u8, crop_resize,
                                               random_resized_boxes, resize_u8)
 from scaling_search.train.feed import StreamFeed, device_feed
 
@@ -122,10 +122,10 @@ def test_flips_mirror_half_the_images_only_when_the_data_allows(digits):
     for flip in (False, True):
         feed = device_feed(replace(digits, flip=flip), 8, 1437, 100, torch.device("cpu"))
         (x, _), = list(feed.train_batches(torch.Generator().manual_seed(0)))
-        plain = DeviceFeed(digits.train_images, digits.train_labels, digits.val_images, digits.val_labels,
-                           *digits.mean_std(), 8, 1437, 100, torch.device("cpu"))
+        plain = DeviceFeed((digits.train_images, digits.train_labels), (digits.val_images, digits.val_labels),
+                           Normaliser(*digits.mean_std(), torch.device("cpu")), 8, 1437, 100)
         order = torch.randperm(len(digits.train_labels), generator=torch.Generator().manual_seed(0))
-        want = plain._normalise(plain.train_x[order[:1437]].float())
+        want = plain.normalise(plain.train_x[order[:1437]])
         mirrored = ~torch.isclose(x, want).flatten(1).all(1)
         assert torch.allclose(x[~mirrored], want[~mirrored])
         assert torch.allclose(x[mirrored], want[mirrored].flip(-1))

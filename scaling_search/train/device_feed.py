@@ -107,36 +107,48 @@ def centre_crop_u8(images: torch.Tensor, px: int, crop_ratio: float) -> torch.Te
     return big[..., top:top + px, left:left + px].contiguous()
 
 
-class DeviceFeed:
-    """A whole set on ``device`` as uint8; every per-batch step (gather, crop or flip, normalise)
-    runs there. ``crop``: random-resized crops of the stored images (``crop_ratio`` sets the
-    validation's centre crop); else the set is resized once to ``resolution_px``."""
+class Normaliser:
+    """A batch (uint8 0-255, or float on that scale) -> float32 normalised by the training set's
+    per-channel ``mean`` and ``std`` (0-1 scale), on ``device``, in ``memory_format``."""
 
-    def __init__(self, train_images: torch.Tensor, train_labels: torch.Tensor, val_images: torch.Tensor,
-                 val_labels: torch.Tensor, mean, std, resolution_px: int, batch: int, eval_batch: int,
-                 device: torch.device, memory_format: torch.memory_format = torch.contiguous_format,
-                 flip: bool = False, crop: bool = False, crop_ratio: float = 0.875):
-        self.device, self.memory_format, self.px = device, memory_format, resolution_px
-        self.flip, self.crop, self.eval_batch = flip, crop, eval_batch
-        self.batch = min(batch, len(train_labels))
-        self.steps_per_epoch = len(train_labels) // self.batch  # the last partial batch is dropped
-        self.num_val = len(val_labels)
-        self.train_y = train_labels.to(device)
-        self.val_y = val_labels.to(device)
-        train_x = train_images.to(device)
-        val_x = val_images.to(device)
+    def __init__(self, mean, std, device: torch.device, memory_format: torch.memory_format = torch.contiguous_format):
+        self.m = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255
+        self.inv = 1 / (torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255)
+        self.device, self.memory_format = device, memory_format
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        return x.float().sub_(self.m).mul_(self.inv)  # one float copy (none for a float batch), in its layout
+
+
+class DeviceFeed:
+    """A whole set on the normaliser's device as uint8; every per-batch step (gather, crop or
+    flip, normalise) runs there.
+
+    Args:
+        train, val: (uint8 images (N, 3, H, W), int64 labels), on any device.
+        crop: None: the set is resized once to ``resolution_px``; else random-resized crops of
+            the stored images in training, and in validation a resize to ``resolution_px / crop``
+            and a centre crop (``crop`` is the crop ratio, 0.875).
+    """
+
+    def __init__(self, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
+                 normalise: Normaliser, resolution_px: int, batch: int, eval_batch: int,
+                 flip: bool = False, crop: float | None = None):
+        device = self.device = normalise.device
+        self.normalise, self.px, self.flip, self.crop, self.eval_batch = normalise, resolution_px, flip, crop, eval_batch
+        self.batch = min(batch, len(train[1]))
+        self.steps_per_epoch = len(train[1]) // self.batch  # the last partial batch is dropped
+        self.num_val = len(val[1])
+        self.train_y, self.val_y = train[1].to(device), val[1].to(device)
+        train_x, val_x = train[0].to(device), val[0].to(device)
         self.train_x = train_x if crop else resize_u8(train_x, resolution_px)
-        self.val_x = centre_crop_u8(val_x, resolution_px, crop_ratio) if crop else resize_u8(val_x, resolution_px)
-        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255
-        self.inv_std = 1 / (torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255)
+        self.val_x = centre_crop_u8(val_x, resolution_px, crop) if crop else resize_u8(val_x, resolution_px)
 
     @property
     def device_bytes(self) -> int:
         """What the feed holds on its device (uint8 images and int64 labels)."""
         return sum(t.numel() * t.element_size() for t in (self.train_x, self.val_x, self.train_y, self.val_y))
-
-    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return x.sub_(self.mean).mul_(self.inv_std).contiguous(memory_format=self.memory_format)
 
     def train_batches(self, gen: torch.Generator) -> Batches:
         n = len(self.train_y)
@@ -148,14 +160,16 @@ class DeviceFeed:
         boxes = boxes.to(self.device, non_blocking=True) if boxes is not None else None
         for step in range(self.steps_per_epoch):
             idx = order[step * self.batch:(step + 1) * self.batch]
-            x = self.train_x[idx].float()
             f = flips[idx] if flips is not None else None
             if boxes is not None:
-                x = crop_resize(x, boxes[idx], f, self.px)
+                x = crop_resize(self.train_x[idx].float(), boxes[idx], f, self.px)
             elif f is not None:
+                x = self.train_x[idx]
                 x = torch.where(f[:, None, None, None], x.flip(-1), x)
-            yield self._normalise(x), self.train_y[idx]
+            else:
+                x = self.train_x[idx]
+            yield self.normalise(x), self.train_y[idx]
 
     def val_batches(self) -> Batches:
         for i in range(0, self.num_val, self.eval_batch):
-            yield self._normalise(self.val_x[i:i + self.eval_batch].float()), self.val_y[i:i + self.eval_batch]
+            yield self.normalise(self.val_x[i:i + self.eval_batch]), self.val_y[i:i + self.eval_batch]

@@ -30,22 +30,11 @@ import torch
 import torch.nn.functional as F
 
 from scaling_search.train.data import CROP_RATIO, FolderData, ImageData
+from scaling_search.train.device_feed import (DeviceFeed, Normaliser, centre_crop_u8, crop_resize,
+                                              random_resized_boxes, resize_u8)
 from scaling_search.train.image_folder import CachedFolder
 
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
-
-
-class _Normaliser:
-    """uint8 (0-255) batch -> float32 normalised, on ``device``, in ``memory_format``."""
-
-    def __init__(self, mean, std, device: torch.device, memory_format: torch.memory_format):
-        self.m = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255
-        self.inv = 1 / (torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255)
-        self.device, self.memory_format = device, memory_format
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        return x.float().sub_(self.m).mul_(self.inv)  # one float copy, in its layout
 
 
 class _StackU8:
@@ -163,7 +152,7 @@ class LoaderFeed:
         # the bytes to hand over through shared memory (bench_data's pass of 6,000 images at
         # 160 px on 2 cores: 800-1,140 img/s against 1,960-2,080 for uint8).
         self.collate = _StackU8(memory_format)
-        self.convert = _Normaliser(c.mean, c.std, device, memory_format)
+        self.convert = Normaliser(c.mean, c.std, device, memory_format)
 
     def _loader(self, dataset, batch: int, gen: torch.Generator | None, train: bool):
         return torch.utils.data.DataLoader(
@@ -209,9 +198,6 @@ class StreamFeed:
     def __init__(self, data: FolderData, resolution_px: int, batch: int, eval_batch: int,
                  device: torch.device, memory_format: torch.memory_format = torch.contiguous_format,
                  workers: int | None = None):
-        from scaling_search.train.device_feed import centre_crop_u8, crop_resize, random_resized_boxes
-
-        self._boxes, self._crop, self._centre = random_resized_boxes, crop_resize, centre_crop_u8
         c = data.cache
         if data.in_memory:
             _read_ahead(c.path)
@@ -222,9 +208,7 @@ class StreamFeed:
         self.steps_per_epoch = len(self.train_set) // self.batch
         self.num_val, self.px, self.cache_px = len(self.val_set), resolution_px, c.px
         self.crop, self.flip = data.transforms == "crop", data.flip
-        self.device, self.memory_format = device, memory_format
-        self.mean = torch.as_tensor(c.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255
-        self.inv_std = 1 / (torch.as_tensor(c.std, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255)
+        self.device, self.normalise = device, Normaliser(c.mean, c.std, device, memory_format)
         n = data.workers if workers is None else workers
         self.sampler = _EpochOrder(self.batch, True, len(self.train_set))
         self.train_loader = self._loader(self.train_set, n, batch_sampler=self.sampler)
@@ -236,36 +220,31 @@ class StreamFeed:
             collate_fn=_StackU8(torch.contiguous_format), persistent_workers=workers > 0,
             prefetch_factor=4 if workers else None, **kw)
 
-    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return x.sub_(self.mean).mul_(self.inv_std).contiguous(memory_format=self.memory_format)
-
     def train_batches(self, gen: torch.Generator) -> Batches:
         n = len(self.train_set)
         order = torch.randperm(n, generator=gen)
         flips = torch.rand(n, generator=gen) < 0.5 if self.flip else None
-        boxes = self._boxes(n, self.cache_px, self.cache_px, gen) if self.crop else None
+        boxes = random_resized_boxes(n, self.cache_px, self.cache_px, gen) if self.crop else None
         self.sampler.order = order
         for step, (x, y) in enumerate(self.train_loader):
             idx = order[step * self.batch:(step + 1) * self.batch]
             x = x.to(self.device, non_blocking=True).float()
             f = flips[idx].to(self.device, non_blocking=True) if flips is not None else None
             if boxes is not None:
-                x = self._crop(x, boxes[idx].to(self.device, non_blocking=True), f, self.px)
+                x = crop_resize(x, boxes[idx].to(self.device, non_blocking=True), f, self.px)
             else:
                 if x.shape[-1] != self.px:
                     x = F.interpolate(x, size=(self.px, self.px), mode="bilinear", align_corners=False,
                                       antialias=x.shape[-1] > self.px).round_().clamp_(0, 255)
                 if f is not None:
                     x = torch.where(f[:, None, None, None], x.flip(-1), x)
-            yield self._normalise(x), y.to(self.device, non_blocking=True)
+            yield self.normalise(x), y.to(self.device, non_blocking=True)
 
     def val_batches(self) -> Batches:
-        from scaling_search.train.device_feed import resize_u8
-
         for x, y in self.val_loader:
             x = x.to(self.device, non_blocking=True)
-            x = self._centre(x, self.px, CROP_RATIO) if self.crop else resize_u8(x, self.px)
-            yield self._normalise(x.float()), y.to(self.device, non_blocking=True)
+            x = centre_crop_u8(x, self.px, CROP_RATIO) if self.crop else resize_u8(x, self.px)
+            yield self.normalise(x), y.to(self.device, non_blocking=True)
 
 
 def device_feed(data: ImageData | FolderData, resolution_px: int, batch: int, eval_batch: int,
@@ -274,8 +253,6 @@ def device_feed(data: ImageData | FolderData, resolution_px: int, batch: int, ev
     """The feed of a trial whose batches are made on its device (a GPU): the set held there as
     uint8 (``DeviceFeed``), or an image folder that is not held in memory streamed through
     workers (``StreamFeed``, ``workers`` of them: the trial's CPUs unless ``data.workers`` says)."""
-    from scaling_search.train.device_feed import DeviceFeed
-
     if isinstance(data, FolderData):
         if not data.in_memory:
             return StreamFeed(data, resolution_px, batch, eval_batch, device, memory_format,
@@ -285,12 +262,12 @@ def device_feed(data: ImageData | FolderData, resolution_px: int, batch: int, ev
         train_x = images[torch.tensor(c.train_rows, device=device)]
         val_x = images[torch.tensor(c.val_rows, device=device)]
         del images
-        return DeviceFeed(train_x, torch.tensor(c.train_labels), val_x, torch.tensor(c.val_labels),
-                          c.mean, c.std, resolution_px, batch, eval_batch, device, memory_format,
-                          data.flip, crop=data.transforms == "crop", crop_ratio=CROP_RATIO)
-    mean, std = data.mean_std()
-    return DeviceFeed(data.train_images, data.train_labels, data.val_images, data.val_labels, mean, std,
-                      resolution_px, batch, eval_batch, device, memory_format, data.flip)
+        return DeviceFeed((train_x, torch.tensor(c.train_labels)), (val_x, torch.tensor(c.val_labels)),
+                          Normaliser(c.mean, c.std, device, memory_format), resolution_px, batch, eval_batch,
+                          data.flip, crop=CROP_RATIO if data.transforms == "crop" else None)
+    return DeviceFeed((data.train_images, data.train_labels), (data.val_images, data.val_labels),
+                      Normaliser(*data.mean_std(), device, memory_format), resolution_px, batch, eval_batch,
+                      data.flip)
 
 
 def make_feed(data: ImageData | FolderData, resolution_px: int, batch: int, eval_batch: int,

@@ -167,16 +167,6 @@ def _key(scan_: FolderScan, px: int) -> str:
     return h.hexdigest()
 
 
-def _decode(path: Path, px: int) -> np.ndarray | str:
-    """The image as (3, px, px) uint8 (shorter side to ``px``, centre crop), or why it cannot be."""
-    from scaling_search.train.decode import decode
-
-    got = decode(str(path), px)
-    if isinstance(got, tuple):
-        raise ImageFolderError(f"cannot read {str(path)!r}: {got[1]}; fix or remove the file")
-    return got
-
-
 DECODE_THREADS = 4  # the default: 4 threads decoded faster than 16 on a 16-core machine (docs/benchmarks.md)
 
 
