@@ -101,13 +101,17 @@ def profile(args) -> None:
                 "repeats": "ceil", "resolution": "nearest", "resolution_divisor": 1}
     spec = TrialSpec("bench", "bench", 0, backbone, 1.2, 1.1, 1.15, m.depth_mult, m.width_mult,
                      m.resolution_mult, px, rounding)
-    for label, s in (("default", DEMO_TRAIN), ("eager, NCHW", replace(DEMO_TRAIN, cuda_graphs=False, channels_last=False))):
+    for label, s in (("default, the process's first", DEMO_TRAIN), ("default, again", DEMO_TRAIN)):
         row = run_trial(spec, data, s)
-        print(f"demo trial, {label}: status {row['status']} {row.get('error', '')}, wall {row['wall_time_s']:.2f} s, "
-              f"set-up {row.get('setup_time_s', 0):.2f} s, training {row.get('train_time_s', 0):.2f} s "
-              f"({row.get('images_per_s', 0):,.0f} img/s), the rest (evaluation, epochs' ends) "
+        print(f"demo trial through run_trial, {label}: status {row['status']} {row.get('error', '')}, "
+              f"wall {row['wall_time_s']:.2f} s, set-up {row.get('setup_time_s', 0):.2f} s, training "
+              f"{row.get('train_time_s', 0):.2f} s ({row.get('images_per_s', 0):,.0f} img/s), the rest "
               f"{row['wall_time_s'] - row.get('setup_time_s', 0) - row.get('train_time_s', 0):.2f} s, "
-              f"peak GPU {row.get('peak_gpu_mib') or 0:.0f} MiB", flush=True)
+              f"peak GPU {row.get('peak_gpu_mib') or 0:.0f} MiB, step {row.get('step')}", flush=True)
+    for label, s in (("default", DEMO_TRAIN), ("eager, NCHW", replace(DEMO_TRAIN, cuda_graphs=False, channels_last=False))):
+        model, px = _model(DEMO, 10)
+        r = train(model, data, px, s, seed=0)
+        print(f"demo trial, {label}, phases: {_phases(r)}", flush=True)
     model, px = _model(DEMO, 10)
     with tprofile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         train(model, data, px, replace(DEMO_TRAIN, epochs=1), seed=0)
@@ -116,6 +120,13 @@ def profile(args) -> None:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "profile.txt").write_text(table + "\n\n" + by_cpu)
     print("\n".join(table.splitlines()[:14]))
+
+
+def _phases(r) -> str:
+    """A TrainResult's phase times and its epochs' rates: where one trial's time went."""
+    rates = ", ".join(format(h["images_per_s"], ",.0f") for h in r.history)
+    return (", ".join(f"{k} {v:.2f} s" for k, v in r.phases.items())
+            + f"; training {r.train_time_s:.2f} s, epochs at {rates} img/s; step {r.step}")
 
 
 def first_pass(folder: str, workers: int, tmp: str) -> None:
@@ -162,14 +173,13 @@ def folder(args) -> None:
               f"(set-up {r.setup_time_s:.1f} s), epochs at "
               f"{', '.join(format(h['images_per_s'], ',.0f') for h in r.history)} img/s (steady {steady:,.0f}), "
               f"peak GPU {r.peak_gpu_bytes / 2**30:.1f} GiB, GPU busy {busy.mean or 0:.0f}%", flush=True)
+        print(f"  phases: {_phases(r)}", flush=True)
 
 
 def _child(which: str, folder: str | None, cache_dir: str | None, barrier, queue) -> None:
     torch.zeros(1, device="cuda")
     data = _data(folder, cache_dir)
-    s = DEMO_TRAIN if which == "demo" else PAPER_TRAIN
-    if which == "paper":
-        s = replace(s, epochs=2)
+    s = replace(DEMO_TRAIN, epochs=4) if which == "demo" else replace(PAPER_TRAIN, epochs=2)
     model, px = _model(DEMO if which == "demo" else PAPER, data.num_classes)
     barrier.wait()
     t0 = time.perf_counter()

@@ -125,6 +125,8 @@ def main() -> None:
     parser.add_argument("--memory-only", action="store_true")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also time compile=true (minutes of warm-up)")
+    parser.add_argument("--trainer-only", action="store_true",
+                        help="time the hand loop against the trainer's defaults only (no NCHW or other variants)")
     parser.add_argument("--compile-only", action="store_true", help="only the compile=true cell")
     args = parser.parse_args()
 
@@ -137,14 +139,16 @@ def main() -> None:
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, device {device}, "
           f"digits ({len(data.train_labels)} training images), {args.epochs} epochs, batch {args.batch_size}, "
           f"best of {args.repeats} interleaved\n")
-    # On CUDA, the trainer's GPU switches too, each against the default: cuDNN's autotuner and
-    # mixed precision off.
-    extra = [] if device.type != "cuda" else [("cudnn.benchmark", {"cudnn_benchmark": True}),
-                                              ("fp32", {"amp": False})]
-    print("| network | px | threads | hand loop (img/s) | trainer (img/s) | trainer, NCHW (img/s) | "
-          + "".join(f"trainer, {name} (img/s) | " for name, _ in extra)
-          + "trainer / hand | NCHW / hand |" + "".join(f" {name} / hand |" for name, _ in extra))
-    print("|---|--:|--:|--:|--:|--:|--:|--:|" + "--:|--:|" * len(extra))
+    # Each variant of the trainer against the hand loop: its defaults, NCHW, and on CUDA its GPU
+    # switches one at a time (cuDNN's autotuner off, mixed precision off).
+    variants = [("trainer", {}), ("trainer, NCHW", {"channels_last": False})]
+    if device.type == "cuda":
+        variants += [("trainer, cudnn.benchmark off", {"cudnn_benchmark": False}), ("trainer, fp32", {"amp": False})]
+    if args.trainer_only:
+        variants = variants[:1]
+    print("| network | px | threads | hand loop (img/s) | " + "".join(f"{name} (img/s) | " for name, _ in variants)
+          + "".join(f"{name} / hand | " for name, _ in variants))
+    print("|---|--:|--:|--:|" + "--:|--:|" * len(variants))
     ratios = {}
     for cell in ([] if args.compile_only else CELLS):
         _, px = _model("meta", cell)
@@ -152,22 +156,16 @@ def main() -> None:
             torch.set_num_threads(threads)
             s = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, num_threads=threads,
                               warmup_epochs=0, device=device.type)
-            nchw = replace(s, channels_last=False)
             hand_loop(data, px, TrainSettings(epochs=1, batch_size=args.batch_size), device, cell)  # warm-up
-            hand, ours, plain = [], [], []
-            more = {name: [] for name, _ in extra}
+            hand, timed = [], {name: [] for name, _ in variants}
             for _ in range(args.repeats):
                 hand.append(hand_loop(data, px, s, device, cell))
-                ours.append(trainer_loop(data, px, s, device, cell))
-                plain.append(trainer_loop(data, px, nchw, device, cell))
-                for name, change in extra:
-                    more[name].append(trainer_loop(data, px, replace(s, **change), device, cell))
-            ratios[(cell[0], threads)] = max(ours) / max(hand)
+                for name, change in variants:
+                    timed[name].append(trainer_loop(data, px, replace(s, **change), device, cell))
             h = max(hand)
-            print(f"| {cell[0]} | {px} | {threads} | {h:,.0f} | {max(ours):,.0f} | {max(plain):,.0f} | "
-                  + "".join(f"{max(v):,.0f} | " for v in more.values())
-                  + f"{max(ours) / h:.2f}x | {max(plain) / h:.2f}x |"
-                  + "".join(f" {max(v) / h:.2f}x |" for v in more.values()), flush=True)
+            ratios[(cell[0], threads)] = max(timed["trainer"]) / h
+            print(f"| {cell[0]} | {px} | {threads} | {h:,.0f} | " + "".join(f"{max(v):,.0f} | " for v in timed.values())
+                  + "".join(f"{max(v) / h:.2f}x | " for v in timed.values()), flush=True)
     eff = sorted(r for (name, _), r in ratios.items() if name.startswith("B0"))
     if ratios:
         print(f"\nTrainer / hand loop: median over the EfficientNet cells {statistics.median(eff):.2f}x, "
@@ -187,7 +185,7 @@ def main() -> None:
         print(f"\ncompile=true on {cell[0]}, {max(args.threads)} threads: the run took {total:.0f} s "
               f"(epoch times {', '.join(f'{t:.1f}' for t in per_epoch)} s); steady img/s after warm-up "
               f"{len(data.train_labels) / per_epoch[-1]:,.0f} (incl. validation) vs eager trainer {eager:,.0f}")
-    if args.compile_only:
+    if args.compile_only or args.trainer_only:
         return
     mem = peak_memory(args.epochs)
     cuda = f", CUDA peak {mem['cuda_mib']:.0f} MiB" if mem["cuda_mib"] is not None else ""

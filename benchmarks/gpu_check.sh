@@ -2,7 +2,7 @@
 # The project's GPU check, run on a GPU machine from the project's root, with .device/ filled by
 # shared/gpu/pack.sh (Ray, Optuna, Hydra and pydantic for a machine that has torch but no index):
 #     bash benchmarks/gpu_check.sh [PHASE ...]
-# phases: tests trainer profile demo folder paper hand packing   (default: all, about 7 minutes)
+# phases: tests trainer profile demo packing folder paper hand   (default: all, about 9 minutes)
 # Everything it prints is also in $OUT/log.txt; GPU utilisation and memory every 0.5 s in
 # $OUT/gpu.csv. Each phase has its own time limit, so one that hangs cannot eat the others.
 set -u
@@ -21,12 +21,12 @@ quiet() { grep -v "^\[20\|^ *@\|logging.cc\|^\s*$" "$1" | tail -${2:-14}; }
 if want tests; then phase tests
   timeout ${T_TESTS:-40} python3 -m pytest -q -p no:cacheprovider -n 0 tests/test_trainer.py tests/test_device_feed.py -k cuda 2>&1 | tail -6; fi
 if want trainer; then phase "trainer against the hand loop (bench_trainer.py --device cuda)"
-  timeout ${T_TRAINER:-70} python3 benchmarks/bench_trainer.py --device cuda --epochs 3 --threads 4 --repeats 1 2>&1 | tail -14; fi
+  timeout ${T_TRAINER:-90} python3 benchmarks/bench_trainer.py --device cuda --epochs 3 --threads 4 --repeats 1 ${TRAINER_ARGS:---trainer-only} 2>&1 | tail -14; fi
 if want profile; then phase "one demo trial: set-up, training, profile"
-  timeout ${T_PROFILE:-30} python3 benchmarks/bench_gpu.py profile --out "$OUT" 2>&1 | tail -22; fi
+  timeout ${T_PROFILE:-50} python3 benchmarks/bench_gpu.py profile --out "$OUT" 2>&1 | tail -22; fi
 if want demo; then phase "the default demo on the GPU (Ray, fractional GPUs): python -m scaling_search.grid ${DEMO_ARGS:-}"
   s=$(date +%s)
-  timeout ${T_DEMO:-80} python3 -m scaling_search.grid out_dir=$W/demo hydra.run.dir=$W/h1 report=false ${DEMO_ARGS:-} > $W/demo.log 2>&1
+  timeout ${T_DEMO:-75} python3 -m scaling_search.grid out_dir=$W/demo hydra.run.dir=$W/h1 report=false ${DEMO_ARGS:-} > $W/demo.log 2>&1
   echo "exit $? after $(( $(date +%s) - s )) s"; quiet $W/demo.log 16; cp $W/demo.log "$OUT/demo.log"
   cp $W/demo/results.csv "$OUT/demo_results.csv" 2>/dev/null; fi
 if want folder || want paper || want hand || want packing; then
@@ -41,7 +41,7 @@ if want paper; then phase "experiment=paper_step1, 3 candidates + baseline, 3 ep
   echo "exit $? after $(( $(date +%s) - s )) s"; quiet $W/paper.log 16; cp $W/paper.log "$OUT/paper.log"
   cp $W/paper/results.csv "$OUT/paper_results.csv" 2>/dev/null; fi
 if want hand; then phase "the torchvision hand loop on the same folder (4 workers, batch 256, 2 epochs)"
-  timeout ${T_HAND:-45} python3 "$D/hand_loop.py" $W/imf 2 4 256; fi
+  timeout ${T_HAND:-75} python3 "$D/hand_loop.py" $W/imf 2 4 256; fi
 if want packing; then phase "packing: 1, 2, 4, 8 trials per GPU"
-  timeout ${T_PACKING:-70} python3 benchmarks/bench_gpu.py packing --folder $W/imf --cpus 4 --tmp $W/bench 2>&1 | tail -12; fi
+  timeout ${T_PACKING:-80} python3 benchmarks/bench_gpu.py packing --folder $W/imf --cpus 4 --tmp $W/bench 2>&1 | tail -12; fi
 phase done

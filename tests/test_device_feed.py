@@ -7,12 +7,15 @@ and torch's own resampling (independent implementations of the same transforms);
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from scaling_search.models.backbones import get_backbone
+from scaling_search.models.scaling import Multipliers
 from scaling_search.settings import DataSettings, TrainSettings
 from scaling_search.train.data import load_dataset
 from scaling_search.train.device_feed import (DeviceFeed, Normaliser, centre_crop_u8, crop_resize,
@@ -251,3 +254,33 @@ def test_evaluation_batches_are_at_most_twice_the_training_batch(digits):
     feed = device_feed(digits, 8, 64, eval_batch_size(TrainSettings(batch_size=64)), torch.device("cpu"))
     n = len(digits.val_labels)
     assert [len(y) for _, y in feed.val_batches()] == [128] * (n // 128) + [n % 128]
+
+
+def test_on_cuda_with_the_autotuner_evaluation_runs_in_the_training_batch():
+    from scaling_search.train.trainer import eval_batch_size
+
+    cuda = torch.device("cuda")  # a device object only: nothing runs on it
+    assert eval_batch_size(TrainSettings(batch_size=64, eval_batch_size=512), cuda) == 64
+    assert eval_batch_size(TrainSettings(batch_size=64, eval_batch_size=512, cudnn_benchmark=False), cuda) == 128
+    assert eval_batch_size(TrainSettings(batch_size=64, eval_batch_size=32), cuda) == 32
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_padding_the_last_evaluation_batch_changes_no_result(digits, channels_last):
+    from scaling_search.train.trainer import evaluate
+
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = get_backbone("efficientnet_b0").scale(Multipliers(0.25, 0.25, 1.0), resolution_px=16).build(10)
+    net = net.to(memory_format=fmt).eval()
+    feed = device_feed(digits, 16, 64, 100, torch.device("cpu"), fmt)
+    n = len(digits.val_labels)
+    assert n % 100, "the last batch must be short for this test"
+    plain = evaluate(net, feed.val_batches(), n, contextlib.nullcontext)
+    shapes = []
+    hook = net.register_forward_pre_hook(lambda _m, args: shapes.append(tuple(args[0].shape)))
+    padded = evaluate(net, feed.val_batches(), n, contextlib.nullcontext, pad_to=100)
+    hook.remove()
+    assert {s[0] for s in shapes} == {100}  # every batch one shape
+    assert padded[0] == plain[0] and torch.equal(padded[2], plain[2]) and len(padded[2]) == n
+    assert padded[1] == pytest.approx(plain[1], rel=1e-5)

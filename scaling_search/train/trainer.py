@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,11 @@ class TrainResult:
     setup_time_s: float = 0.0  # from the call to the first training step: device, data, model
     peak_gpu_bytes: int | None = None  # the most GPU memory torch allocated (CUDA only)
     step: str = "eager"  # "cuda graph", "eager", or "eager (...)": why the graph was not captured
+    # Where the call's time went, in seconds: "device" (picking it, CUDA's context), "data" (the
+    # feed: resizing, uploading), "model" (to the device, the optimizer), "capture" (the CUDA
+    # graph's warm-up passes and capture, cuDNN's first choices; inside the first epoch's
+    # training time), "evaluation" and "checkpoints" (the on_epoch calls).
+    phases: dict = field(default_factory=dict)
 
     @property
     def final_top1(self) -> float:
@@ -119,12 +124,27 @@ class _GraphedPass:
         return self.loss
 
 
-def eval_batch_size(s: TrainSettings) -> int:
+def _lap(device: torch.device, since: float | None) -> tuple[float, float]:
+    """Seconds since ``since`` once the device has finished its queued work, and the time now."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    now = time.perf_counter()
+    return (now - since if since is not None else 0.0), now
+
+
+def eval_batch_size(s: TrainSettings, device: torch.device | None = None) -> int:
     """The evaluation batch: ``eval_batch_size``, at most twice the training batch. A training
     step keeps every layer's output of its batch for the backward pass; an evaluation forward
     keeps about two at a time, so twice the training batch stays under the training step's peak
     (on CPU, 6,000 images at 160 px peaked at 3.3 GB RSS with an evaluation batch of 512 against
-    1.9 GB with 64, training at 64)."""
+    1.9 GB with 64, training at 64).
+
+    On CUDA with ``cudnn_benchmark``, the training batch itself: evaluation then runs the
+    convolutions in the shapes the training step already autotuned (its last batch padded to
+    that size, see ``evaluate``), so cuDNN times no new shape for it.
+    """
+    if device is not None and device.type == "cuda" and s.cudnn_benchmark:
+        return min(s.eval_batch_size, s.batch_size)
     return min(s.eval_batch_size, 2 * s.batch_size)
 
 
@@ -165,14 +185,22 @@ def _lr_factor(s: TrainSettings, steps_per_epoch: int) -> Callable[[int], float]
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Batches, count: int, autocast) -> tuple[float, float, torch.Tensor]:
+def evaluate(model: nn.Module, batches: Batches, count: int, autocast,
+             pad_to: int | None = None) -> tuple[float, float, torch.Tensor]:
     """Validation over ``count`` images in ``batches``, in the training's precision policy
-    (``autocast``): top-1 accuracy, mean cross-entropy, and per image whether it was right."""
+    (``autocast``): top-1 accuracy, mean cross-entropy, and per image whether it was right.
+    ``pad_to``: a shorter batch is padded with zero images to this size and the padding's
+    outputs dropped (every batch one shape: no new shape for cuDNN's autotuner)."""
     model.eval()
     right, loss_sum = [], None
     for x, y in batches:  # no host sync per batch: the sums stay on the device until the end
+        n = len(y)
+        if pad_to is not None and n < pad_to:
+            fmt = torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+                else torch.contiguous_format
+            x = torch.cat([x, x.new_zeros((pad_to - n, *x.shape[1:]))]).contiguous(memory_format=fmt)
         with autocast():
-            logits = model(x)
+            logits = model(x)[:n]
         loss = F.cross_entropy(logits.float(), y, reduction="sum")
         loss_sum = loss if loss_sum is None else loss_sum + loss
         right.append(logits.argmax(1) == y)
@@ -195,6 +223,7 @@ def train(model: nn.Module, data: ImageData | FolderData, resolution_px: int, se
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
     device = pick_device(settings.device)
+    phases = {"device": 0.0, "data": 0.0, "model": 0.0, "capture": 0.0, "evaluation": 0.0, "checkpoints": 0.0}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         # cuDNN's autotuner times every algorithm for every new shape: a short proxy with dozens
@@ -207,8 +236,13 @@ def train(model: nn.Module, data: ImageData | FolderData, resolution_px: int, se
         return torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp)
 
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
-    feed = make_feed(data, resolution_px, settings.batch_size, eval_batch_size(settings), device, memory_format,
+    mark = time.perf_counter()
+    phases["device"] = mark - called
+    eval_batch = eval_batch_size(settings, device)
+    pad_to = eval_batch if device.type == "cuda" and settings.cudnn_benchmark else None
+    feed = make_feed(data, resolution_px, settings.batch_size, eval_batch, device, memory_format,
                      workers=settings.num_threads)
+    phases["data"], mark = _lap(device, mark)
     model = model.to(device, memory_format=memory_format)
     forward = torch.compile(model) if settings.compile else model  # state_dict stays the model's
     batch, steps_per_epoch = feed.batch, feed.steps_per_epoch
@@ -230,6 +264,7 @@ def train(model: nn.Module, data: ImageData | FolderData, resolution_px: int, se
         history, start_epoch = list(state["history"]), state["epoch"]
         train_time, images_seen = state["train_time_s"], state["images_seen"]
 
+    phases["model"], mark = _lap(device, mark)
     setup_time, graphed = None, None
     # CUDA graphs: forward and backward recorded once, replayed per batch (not with fp16's
     # loss scaling or torch.compile, which has its own).
@@ -243,7 +278,9 @@ def train(model: nn.Module, data: ImageData | FolderData, resolution_px: int, se
         loss_sum = torch.zeros((), device=device)
         for x, y in feed.train_batches(gen):
             if graphed is None and use_graphs:
+                mark = _lap(device, None)[1]
                 graphed = _GraphedPass.capture(model, forward, criterion, autocast, x, y)
+                phases["capture"], _ = _lap(device, mark)
             if isinstance(graphed, _GraphedPass):
                 loss = graphed(x, y)  # forward and backward replayed; the grads are in place
             else:
@@ -263,7 +300,9 @@ def train(model: nn.Module, data: ImageData | FolderData, resolution_px: int, se
         train_loss = loss_sum.item() / steps_per_epoch
         if not math.isfinite(train_loss):
             raise Diverged(epoch + 1, "the training loss", train_loss)
-        top1, val_loss, val_correct = evaluate(forward, feed.val_batches(), feed.num_val, autocast)
+        mark = time.perf_counter()
+        top1, val_loss, val_correct = evaluate(forward, feed.val_batches(), feed.num_val, autocast, pad_to)
+        phases["evaluation"] += time.perf_counter() - mark
         if not math.isfinite(val_loss):
             raise Diverged(epoch + 1, "the validation loss", val_loss)
         metrics = {"epoch": epoch + 1, "train/loss": train_loss,
@@ -276,11 +315,14 @@ def train(model: nn.Module, data: ImageData | FolderData, resolution_px: int, se
                         "scheduler": scheduler.state_dict(), "generator": gen.get_state(),
                         "torch_rng": torch.get_rng_state(), "history": list(history),
                         "epoch": epoch + 1, "train_time_s": train_time, "images_seen": images_seen}
+            mark = time.perf_counter()
             on_epoch(metrics, lambda s=snapshot: s)
+            phases["checkpoints"] += time.perf_counter() - mark
     if start_epoch >= settings.epochs:  # resumed after the last epoch: nothing evaluated here
         val_correct = None
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     step = ("cuda graph" if isinstance(graphed, _GraphedPass) else
             f"eager (graph not captured: {graphed})" if isinstance(graphed, str) else "eager")
     return TrainResult(history, train_time, images_seen / train_time if train_time else 0.0,
-                       str(device), val_correct, setup_time if setup_time is not None else 0.0, peak, step)
+                       str(device), val_correct, setup_time if setup_time is not None else 0.0, peak, step,
+                       phases)
