@@ -44,7 +44,7 @@ DEMO = ("efficientnet_b0", Multipliers(0.5 * 1.2, 0.5 * 1.1, 1.15), 32)  # the d
 PAPER = ("efficientnet_b0", Multipliers(1.0, 1.0, 1.0), 224)  # paper_step1's baseline
 DEMO_TRAIN = TrainSettings(epochs=8, batch_size=64, lr=0.05, warmup_epochs=1, device="auto", num_threads=1)
 PAPER_TRAIN = TrainSettings(epochs=3, batch_size=256, optimizer="rmsprop", lr=0.016, weight_decay=1e-5,
-                            warmup_epochs=2, device="auto", num_threads=4)
+                            warmup_epochs=2, device="auto", num_threads=4, cuda_channels_last=True)
 
 
 def _model(which, num_classes: int):
@@ -108,7 +108,7 @@ def profile(args) -> None:
               f"{row.get('train_time_s', 0):.2f} s ({row.get('images_per_s', 0):,.0f} img/s), the rest "
               f"{row['wall_time_s'] - row.get('setup_time_s', 0) - row.get('train_time_s', 0):.2f} s, "
               f"peak GPU {row.get('peak_gpu_mib') or 0:.0f} MiB, step {row.get('step')}", flush=True)
-    for label, s in (("default", DEMO_TRAIN), ("eager, NCHW", replace(DEMO_TRAIN, cuda_graphs=False, channels_last=False))):
+    for label, s in (("default", DEMO_TRAIN), ("eager", replace(DEMO_TRAIN, cuda_graphs=False))):
         model, px = _model(DEMO, 10)
         r = train(model, data, px, s, seed=0)
         print(f"demo trial, {label}, phases: {_phases(r)}", flush=True)

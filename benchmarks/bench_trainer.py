@@ -127,6 +127,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time compile=true (minutes of warm-up)")
     parser.add_argument("--trainer-only", action="store_true",
                         help="time the hand loop against the trainer's defaults only (no NCHW or other variants)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="trainer settings for every trainer run, e.g. channels_last=false cudnn_benchmark=false")
     parser.add_argument("--compile-only", action="store_true", help="only the compile=true cell")
     args = parser.parse_args()
 
@@ -140,10 +142,13 @@ def main() -> None:
           f"digits ({len(data.train_labels)} training images), {args.epochs} epochs, batch {args.batch_size}, "
           f"best of {args.repeats} interleaved\n")
     # Each variant of the trainer against the hand loop: its defaults, NCHW, and on CUDA its GPU
-    # switches one at a time (cuDNN's autotuner off, mixed precision off).
-    variants = [("trainer", {}), ("trainer, NCHW", {"channels_last": False})]
+    # switches (NHWC, with and without cuDNN's autotuner; mixed precision off).
     if device.type == "cuda":
-        variants += [("trainer, cudnn.benchmark off", {"cudnn_benchmark": False}), ("trainer, fp32", {"amp": False})]
+        variants = [("trainer", {}), ("trainer, NHWC", {"cuda_channels_last": True}),
+                    ("trainer, NHWC + cudnn.benchmark", {"cuda_channels_last": True, "cudnn_benchmark": True}),
+                    ("trainer, fp32", {"amp": False})]
+    else:
+        variants = [("trainer", {}), ("trainer, NCHW", {"channels_last": False})]
     if args.trainer_only:
         variants = variants[:1]
     print("| network | px | threads | hand loop (img/s) | " + "".join(f"{name} (img/s) | " for name, _ in variants)
@@ -156,6 +161,8 @@ def main() -> None:
             torch.set_num_threads(threads)
             s = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, num_threads=threads,
                               warmup_epochs=0, device=device.type)
+            s = replace(s, **{k: v.lower() == "true" if v.lower() in ("true", "false") else type(getattr(s, k))(v)
+                              for k, v in (kv.split("=", 1) for kv in args.set)})
             hand_loop(data, px, TrainSettings(epochs=1, batch_size=args.batch_size), device, cell)  # warm-up
             hand, timed = [], {name: [] for name, _ in variants}
             for _ in range(args.repeats):

@@ -201,17 +201,22 @@ class TrainSettings:
     device: str = "auto"  # one of DEVICES
     amp: bool = True  # mixed precision, on CUDA only
     num_threads: int | None = None  # CPU threads of this process; None leaves torch's default
-    # Channels-last (NHWC) model and batches, on CPU and GPU: oneDNN's and cuDNN's fast
-    # convolutions want it (measured 1.4-2.1x on CPU, benchmarks/bench_trainer.py).
+    # Channels-last (NHWC) model and batches on a CPU: oneDNN's fast convolutions want it
+    # (measured 1.4-2.1x, benchmarks/bench_trainer.py).
     channels_last: bool = True
+    # The same on a GPU. Off by default: at the demo's 32-45 px, cuDNN's heuristics picked NHWC
+    # kernels that ran the proxy at 0.14x a plain NCHW loop on an H200, and NHWC was fast only
+    # with the autotuner, whose first pass cost 10-45 s per process (docs/benchmarks.md).
+    cuda_channels_last: bool = False
     compile: bool = False  # torch.compile the model: pays only for long trials (docs/benchmarks.md)
     # On CUDA, forward and backward recorded once as a CUDA graph and replayed per step: a small
     # proxy's eager step is bound by kernel launches (docs/benchmarks.md).
     cuda_graphs: bool = True
-    # cuDNN's autotuner per layer shape, on CUDA. Off, cuDNN's heuristics picked channels-last
-    # kernels that ran the demo's proxy at 0.14x a plain loop on an H200; on, with CUDA graphs,
-    # 4.0x (autotuning included; docs/benchmarks.md).
-    cudnn_benchmark: bool = True
+    # cuDNN's autotuner per layer shape, on CUDA. It times every algorithm of every new shape in
+    # each process: on an H200 the demo proxy's first trial in a process trained 8 epochs in
+    # 19.6 s with it against 0.8 s for the same trial again, so short proxies pay more than
+    # they gain (docs/benchmarks.md).
+    cudnn_benchmark: bool = False
     # Each residual block starts as the identity (network.py): deep stacks train at SGD's usual
     # rates; an adaptive optimizer at a small lr grows the zeroed scales slowly at first.
     zero_init_residual: bool = True

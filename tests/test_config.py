@@ -149,7 +149,7 @@ def test_every_built_in_backbone_has_a_config_group_file():
 
 GRID_BOOLEANS = {"dry_run", "report", "include_baseline", "data.download", "data.verify", "data.flip",
                  "trainer.amp", "trainer.zero_init_residual", "trainer.channels_last", "trainer.compile",
-                 "trainer.cudnn_benchmark", "trainer.cuda_graphs",
+                 "trainer.cudnn_benchmark", "trainer.cuda_graphs", "trainer.cuda_channels_last",
                  "runner.asha", "runner.checkpoint", "racing.enabled"}
 
 

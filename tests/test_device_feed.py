@@ -260,9 +260,10 @@ def test_on_cuda_with_the_autotuner_evaluation_runs_in_the_training_batch():
     from scaling_search.train.trainer import eval_batch_size
 
     cuda = torch.device("cuda")  # a device object only: nothing runs on it
-    assert eval_batch_size(TrainSettings(batch_size=64, eval_batch_size=512), cuda) == 64
+    assert eval_batch_size(TrainSettings(batch_size=64, eval_batch_size=512, cudnn_benchmark=True), cuda) == 64
     assert eval_batch_size(TrainSettings(batch_size=64, eval_batch_size=512, cudnn_benchmark=False), cuda) == 128
-    assert eval_batch_size(TrainSettings(batch_size=64, eval_batch_size=32), cuda) == 32
+    assert eval_batch_size(TrainSettings(batch_size=64, eval_batch_size=32, cudnn_benchmark=True), cuda) == 32
+    assert eval_batch_size(TrainSettings(batch_size=64, eval_batch_size=512, cudnn_benchmark=True)) == 128
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

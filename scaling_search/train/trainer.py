@@ -235,7 +235,8 @@ def train(model: nn.Module, data: ImageData | FolderData, resolution_px: int, se
     def autocast():
         return torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp)
 
-    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+    nhwc = settings.cuda_channels_last if device.type == "cuda" else settings.channels_last
+    memory_format = torch.channels_last if nhwc else torch.contiguous_format
     mark = time.perf_counter()
     phases["device"] = mark - called
     eval_batch = eval_batch_size(settings, device)
