@@ -14,21 +14,26 @@ no usable result (``RunFailed``) into one line and exit status 1.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
+import os
+import re
 import sys
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
-from omegaconf import OmegaConf
-from omegaconf.errors import (InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException,
+from omegaconf import OmegaConf, open_dict
+from omegaconf.errors import (MissingMandatoryValue, OmegaConfBaseException,
                              ValidationError)
 
 from scaling_search.settings import (FidelityConfig, FidelitySettings, GridConfig, GridSettings, ScaleConfig,
@@ -47,12 +52,40 @@ BAD_PATH = (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectory
 BOOLEAN_WORDS = ("true", "false", "yes", "no", "on", "off", "y", "n", "1", "0")
 
 
+class Failed(SystemExit):
+    """``fail``'s exit: its status, and the line it printed (``message``)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(status)
+        self.message = message
+
+
 def fail(prog: str, message: str, status: int = EXIT_USAGE) -> None:
     """Prints ``prog: error: message`` on one line to stderr and exits with ``status``."""
     message = str(message).split("Config search path:")[0]  # Hydra's list of search paths
     one_line = " ".join(line.strip() for line in message.splitlines() if line.strip())
     print(f"{prog}: error: {one_line}", file=sys.stderr)
-    raise SystemExit(status)
+    raise Failed(status, one_line)
+
+
+def sweep_job(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A Hydra task that, in a ``--multirun``, ends a failed job (its one line printed) with a
+    record of the failure instead of ending the sweep: the other jobs still run, and the sweep's
+    summary lists each job's outcome and exits with the failed jobs' status
+    (``multirun.SummaryCallback``). Outside a sweep, and for Ctrl-C, it changes nothing."""
+
+    @functools.wraps(task)
+    def job(cfg):
+        try:
+            return task(cfg)
+        except Failed as e:
+            from hydra.core.hydra_config import HydraConfig
+            from hydra.types import RunMode
+
+            if e.code == EXIT_INTERRUPTED or HydraConfig.get().mode != RunMode.MULTIRUN:
+                raise
+            return {"job_failed": e.message, "exit_status": e.code}
+    return job
 
 
 @contextmanager
@@ -146,6 +179,48 @@ def _overrides(argv: list[str]) -> list[str] | None:
     return None if informational or another_config else args.overrides
 
 
+def _multirun(argv: list[str]) -> bool:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--multirun", "-m", action="store_true")
+    return parser.parse_known_args(argv)[0].multirun
+
+
+HYDRA_REF = re.compile(r"\$\{hydra:([^}]+)\}")
+
+
+def _resolved(cfg, num: int | None) -> dict:
+    """A job's config resolved as Hydra will resolve it inside the job: ``${hydra:...}``
+    included (the job's number in a sweep, the working and output folders). A reference to a
+    Hydra setting that has no value there (a typo, or ``job.num`` outside a sweep) is refused:
+    Hydra would make it the string ``None``, a folder of that name."""
+    with open_dict(cfg):
+        h = cfg.hydra
+        h.runtime.cwd = os.getcwd()
+        if num is not None:
+            h.job.num, h.job.id = num, f"job_{num}"
+        h.runtime.output_dir = f"{h.sweep.dir}/{h.sweep.subdir}" if num is not None else str(h.run.dir)
+    HydraConfig.instance().set_config(cfg)
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    for key, value in _strings(OmegaConf.to_container(job, resolve=False)):
+        for ref in HYDRA_REF.findall(value):
+            if OmegaConf.select(cfg.hydra, ref.strip(), default=None, throw_on_missing=False) is None:
+                why = " (it is set only in a --multirun)" if num is None and ref.strip() in ("job.num", "job.id") else ""
+                raise ValueError(f"{key}={value}: ${{hydra:{ref}}} names no Hydra setting with a value{why}; "
+                                 "fix the name (e.g. ${hydra:job.num}, ${hydra:job.name}, ${hydra:runtime.cwd})")
+    return OmegaConf.to_container(job, resolve=True, throw_on_missing=True)
+
+
+def _strings(node, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(dotted key, value) of every string in a plain container."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        key = f"{prefix}.{k}" if prefix and isinstance(k, str) else f"{prefix}[{k}]" if prefix else str(k)
+        if isinstance(v, str):
+            yield key, v
+        else:
+            yield from _strings(v, key)
+
+
 def boolean_keys(schema: type, prefix: str = "") -> set[str]:
     """The dotted keys of a schema's boolean fields (``dry_run``, ``trainer.amp``, ...)."""
     keys = set()
@@ -221,15 +296,19 @@ def preflight(prog: str, config_name: str, argv: list[str],
             overrides = OverridesParser.create().parse_overrides(overrides)
             if config_name in SCHEMAS:
                 check_booleans(overrides, SCHEMAS[config_name])
+            multirun = _multirun(argv)
+            sweeps = [o for o in overrides if o.is_sweep_override()]
+            if sweeps and not multirun:
+                key = sweeps[0].get_key_element()
+                raise ValueError(f"{sweeps[0].input_line} is a sweep (one job per value), which needs --multirun: "
+                                 f"add --multirun to the command, or write a list as {key}=[...] or a string as "
+                                 f"{key}='...'")
             with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name=prog):
-                for job in _jobs(overrides):
-                    cfg = compose(config_name, overrides=list(job))
+                for num, job in enumerate(_jobs(overrides)):
+                    cfg = compose(config_name, overrides=list(job), return_hydra_config=True)
                     if validate is None:
                         continue
-                    try:
-                        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-                    except InterpolationResolutionError:
-                        continue  # e.g. ${hydra:...}, which resolves only inside a run
+                    plain = _resolved(cfg, num if multirun else None)
                     validate(plain)
                     check_run_folder(config_name, plain)
         except HydraException as e:

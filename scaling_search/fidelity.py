@@ -13,7 +13,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from scaling_search.cli import resumable, run_hydra_app, user_errors
+from scaling_search.cli import resumable, run_hydra_app, sweep_job, user_errors
 from scaling_search.settings import FidelitySettings
 
 PROG = "scaling_search.fidelity"
@@ -33,6 +33,7 @@ def validate(plain: dict) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="fidelity")
+@sweep_job
 def main(cfg: DictConfig) -> dict | None:
     from scaling_search.steps.fidelity import run_fidelity
     from scaling_search.train.execution import RunInterrupted

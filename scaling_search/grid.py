@@ -12,7 +12,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from scaling_search.cli import resumable, run_hydra_app, user_errors
+from scaling_search.cli import resumable, run_hydra_app, sweep_job, user_errors
 from scaling_search.settings import GridSettings
 
 PROG = "scaling_search.grid"
@@ -32,6 +32,7 @@ def validate(plain: dict) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="grid")
+@sweep_job
 def main(cfg: DictConfig) -> dict | None:
     from scaling_search.steps.step1 import SearchInterrupted, run_search
 

@@ -8,6 +8,7 @@ are written to the sweep folder.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -65,32 +66,57 @@ def stability(df: pd.DataFrame) -> list[str]:
 
 
 class SummaryCallback(Callback):
+    """Collects each job's outcome; at the sweep's end writes and prints the summary, names each
+    failed job with its line, and exits with the failed jobs' status (1 or 2) where any failed."""
+
     def __init__(self) -> None:
         self.jobs: list[dict] = []
+        self.failed: list[dict] = []
+        self.overrides: list[list[str]] = []  # every job's, to name a failed one by what varies
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
+        self.overrides.append(list(job_return.overrides or []))
         try:
             value = job_return.return_value
         except Exception:  # noqa: BLE001 - a failed job has no return value; Hydra reports it
             return
         if isinstance(value, dict):
-            self.jobs.append(value)
+            if "job_failed" in value:
+                self.failed.append({**value, "overrides": self.overrides[-1]})
+            else:
+                self.jobs.append(value)
+
+    def _name(self, overrides: list[str]) -> str:
+        """A job by the overrides that differ between the sweep's jobs (``trainer.lr=1e6``)."""
+        varying = [o for o in overrides if sum(o in job for job in self.overrides) < len(self.overrides)]
+        return " ".join(varying or overrides) or "(no overrides)"
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        if not self.jobs:
-            return
-        df = summary_frame(self.jobs)
         sweep_dir = Path(config.hydra.sweep.dir)
+        failures = [f"job {self._name(f['overrides'])} failed: {f['job_failed']}" for f in self.failed]
+        if failures:
+            failures.append(f"{len(self.failed)} of {len(self.failed) + len(self.jobs)} jobs failed"
+                            + ("; the others ran to their end" if self.jobs else ""))
+        if self.jobs:
+            self._summarise(config, sweep_dir, failures)
+        if failures:
+            print("\n".join(failures), file=sys.stderr, flush=True)
+            raise SystemExit(max(f["exit_status"] for f in self.failed))
+
+    def _summarise(self, config, sweep_dir: Path, failures: list[str]) -> None:
+        fidelity = all("kendall_tau" in job for job in self.jobs)
+        df = pd.DataFrame(self.jobs) if fidelity else summary_frame(self.jobs)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
         with atomic_output(sweep_dir / "multirun_summary.csv") as tmp:
             df.to_csv(tmp, index=False)
-        lines = stability(df)
+        lines = [] if fidelity else stability(df)
         formats = {"top1": "{:.4f}", "baseline_top1": "{:.4f}", "macs": "{:,.0f}"}
         formats.update({c: "{:+.4f}" for c in df if c.endswith("_compound_margin")})
         text = markdown(df, formats)
-        atomic_write_text(sweep_dir / "multirun_summary.md", text + "\n" + "\n".join(lines) + "\n")
+        atomic_write_text(sweep_dir / "multirun_summary.md", text + "\n" + "\n".join([*lines, *failures]) + "\n")
         print(text + "\n".join(lines), flush=True)
         print(f"multirun summary: {sweep_dir / 'multirun_summary.md'}", flush=True)
-        if config.get("report", True):
+        if config.get("report", True) and not fidelity:
             from scaling_search.analysis.report import report_after_run  # lazy: matplotlib, only for a sweep's page
 
             report_after_run(sweep_dir, "multirun", "multirun report")

@@ -24,7 +24,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from scaling_search.cli import resumable, run_hydra_app, user_errors
+from scaling_search.cli import resumable, run_hydra_app, sweep_job, user_errors
 from scaling_search.settings import ScaleSettings
 from scaling_search.plan.emit import PUBLISHED_FORMATS, PUBLISHED_ON_CONSOLE, SUMMARY_FORMATS
 from scaling_search.steps.emission import emit_family
@@ -60,6 +60,7 @@ def validate(plain: dict) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="scale")
+@sweep_job
 def main(cfg: DictConfig) -> dict | None:
     with user_errors(PROG):
         settings = ScaleSettings.from_config(cfg)

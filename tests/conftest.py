@@ -19,6 +19,18 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="scaling_search_test_cache_")
 
 
+def pytest_configure(config) -> None:
+    """The CLI tests run the installed package (as a user does): it must be this checkout's, or
+    they would test another copy (an editable install of another clone) and pass on its code."""
+    out = subprocess.run([sys.executable, "-c", "import scaling_search; print(scaling_search.__file__)"],
+                         cwd=tempfile.gettempdir(), env={**os.environ, "PYTHONPATH": ""},
+                         capture_output=True, text=True, timeout=120)
+    where = Path(out.stdout.strip() or "?").resolve()
+    if REPO not in where.parents:
+        raise pytest.UsageError(f"the installed scaling_search is {where}, not this checkout's ({REPO}): "
+                                f"run `pip install -e '.[dev]'` in {REPO} first")
+
+
 @pytest.fixture(scope="session")
 def reference() -> dict:
     """../shared/reference/efficientnet.json as packaged in scaling_search/data."""

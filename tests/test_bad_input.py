@@ -30,6 +30,17 @@ TINY_GRID = ("backbone=resnet18", "proxy.depth_mult=0.5", "proxy.width_mult=0.25
              "space=coarse", "space.tolerance=0.02")
 
 ROWS = [
+    # --- grid: Hydra's own syntax, checked before Hydra starts
+    (GRID, ["out_dir={tmp}/r${hydra:job.nothere}"], "${hydra:job.nothere} names no Hydra setting with a value; fix"),
+    (GRID, ["out_dir={tmp}/r${hydra:job.num}"], "${hydra:job.num} names no Hydra setting with a value (it is set "
+                                                "only in a --multirun)"),
+    (GRID, ["--multirun", "trainer.epochs=1,0", "out_dir={tmp}/r${hydra:job.num}"],
+     "trainer.epochs must be a positive integer, got 0"),
+    (GRID, ["seed=0,1"], "seed=0,1 is a sweep (one job per value), which needs --multirun: add --multirun"),
+    (GRID, ["racing.enabled=true", "racing.budget_train_macs=1", "seeds_per_candidate=3"],
+     "racing.budget_train_macs=1 is less than the race's first round, which always runs"),
+    (SCALE, ["train=true", "baselines=[fast,d1_w8_r1]"],
+     "baselines fast and d1_w8_r1 are the same rule (depth, width, resolution shares 0.1, 0.8, 0.1)"),
     # --- grid: the size of the grid, counted before it is enumerated
     (GRID, ["space.step=0.0001"], "10,001 x 5,001 x 5,001 = 250,125,020,001 points"),
     (GRID, ["space.step=0.01"], "101 x 51 x 51 = 262,701 points (alpha x beta x gamma), over the limit of 100,000"),

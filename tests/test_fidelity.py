@@ -217,6 +217,31 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     assert not (tmp_path / "half" / "fidelity").exists()
 
 
+@pytest.mark.parametrize("key,value", [("seed", "abc"), ("proxy_width_mult", "wide"), ("trainer.epochs", "ten")])
+def test_a_damaged_config_yaml_is_named_with_its_key(tmp_path, capsys, key, value):
+    """A search's config.yaml whose number is not one: the line names the file and the key
+    (it said only "invalid literal for int()")."""
+    from dataclasses import asdict
+
+    from conftest import compose_grid
+    from scaling_search.files import plain
+
+    run = _search(tmp_path / "run")
+    config = plain(asdict(compose_grid(tmp_path / "run", *TINY)))
+    node, *path = [config, *key.split(".")][:1] + key.split(".")[:-1]
+    for k in path:
+        node = node[k]
+    node[key.split(".")[-1]] = value
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as e:
+        preflight(PROG, "fidelity", [f"run_dir={run}"], app.validate)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"{PROG}: error: {key} recorded in {str(run / 'config.yaml')!r} is {value!r}, not a number; "
+                   "that file is damaged: restore it, or re-run that search to rewrite it"]
+    assert not (run / "fidelity").exists()
+
+
 # --- end to end ---------------------------------------------------------------------------------
 
 def _cli(module: str, *args: str, cwd) -> subprocess.CompletedProcess:
@@ -261,3 +286,27 @@ def test_a_fidelity_run_writes_its_tables_resumes_and_reports(tmp_path):
     regrid = _cli("scaling_search.grid", *search, cwd=tmp_path)
     assert regrid.returncode == 0, regrid.stderr[-2000:]
     assert "4 already done, 0 to run" in regrid.stdout
+
+
+def test_a_second_fidelity_study_keeps_the_first_ones_summary_in_the_search(tmp_path):
+    """Two fidelity studies of one search (two budgets, two folders): the second used to replace
+    the first's tables in the search's folder; now each has its own, and the search keeps the
+    first's."""
+    run = _search(tmp_path / "run")
+    table, _ = fidelity.select(fidelity.ranked_candidates(run), 2, 0, 0, "d1.40_w1.00_r1.20")
+    summaries = {}
+    for name, top1 in (("fidelity", 0.9), ("fidelity_long", 0.5)):
+        store = TrialStore(run / name)
+        for i, cid in enumerate(table["candidate_id"]):
+            _long(store, cid, top1 - i / 100)
+        out = io.StringIO()
+        fidelity.summarise(run, run / name, table, [f"Long budget: {name}"], out)
+        summaries[name] = out.getvalue()
+    first = (run / "fidelity" / "fidelity.md").read_text()
+    assert "Long budget: fidelity\n" in first and (run / "fidelity.md").read_text() == first
+    assert "Long budget: fidelity_long" in (run / "fidelity_long" / "fidelity.md").read_text()
+    assert set(pd.read_csv(run / "fidelity.csv")["long_top1"].round(2)) == {0.9, 0.89}
+    assert f"the search's folder keeps the summary of the fidelity run in {run / 'fidelity'}" in summaries["fidelity_long"]
+    # the first study again (a resume) still owns the search's summary
+    fidelity.summarise(run, run / "fidelity", table, ["Long budget: fidelity, again"], io.StringIO())
+    assert "fidelity, again" in (run / "fidelity.md").read_text()

@@ -159,6 +159,22 @@ def test_multirun_summarises_the_winners_across_jobs(run_cli, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_failed_job_does_not_stop_the_sweep_and_the_sweep_exits_with_its_status(run_cli, tmp_path):
+    """The first job diverges in every trial (exit 1 alone); the second still runs, the summary
+    names the failed job, and the sweep exits 1 with no traceback."""
+    r = run_cli(GRID, "--multirun", "trainer.lr=1e6,0.05", *TINY, "trainer.epochs=1", "runner=local", "report=false",
+                f"hydra.sweep.dir={tmp_path / 'sweep'}", f"out_dir={tmp_path}/runs/lr${{trainer.lr}}")
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    assert (tmp_path / "runs" / "lr0.05" / "coefficients.yaml").is_file()
+    assert not (tmp_path / "runs" / "lr1000000.0" / "coefficients.yaml").exists()
+    last = r.stderr.strip().splitlines()[-2:]
+    assert last[0].startswith("job trainer.lr=1000000.0 failed: every one of the ") and last[1] == "1 of 2 jobs failed; the others ran to their end"
+    summary = (tmp_path / "sweep" / "multirun_summary.md").read_text()
+    assert summary.count("| resnet18 ") == 1 and "job trainer.lr=1000000.0 failed" in summary
+
+
+@pytest.mark.slow
 def test_a_bad_value_late_in_a_sweep_fails_before_the_first_job(run_cli, tmp_path):
     r = run_cli(GRID, "--multirun", "trainer.epochs=1,0", *TINY[:-1], "runner=local",
                 f"hydra.sweep.dir={tmp_path / 'sweep'}", f"out_dir={tmp_path}/runs/e${{trainer.epochs}}")

@@ -292,3 +292,20 @@ def test_a_ray_already_running_here_is_judged_by_its_own_cpus(ray_session, monke
     check_cluster(RaySettings(cpus_per_trial=2))
     with pytest.raises(ValueError, match="the Ray cluster has 2 CPUs"):
         check_cluster(RaySettings(cpus_per_trial=3))
+
+
+def test_a_study_holds_one_search_and_another_search_is_refused_before_it_writes(tmp_path):
+    """Two searches with other settings given one ``study.name`` were mixed in one study (TPE
+    then sampled on top of the other's trials); a run of the same settings in another folder
+    still shares it."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    shared = (f"study.storage={url}", "study.name=mine")
+    _run(compose_grid(tmp_path / "a", *FAST, *shared))
+    other = compose_grid(tmp_path / "b", *FAST, "trainer.lr=0.02", *shared)
+    with pytest.raises(ValueError, match=r"study.name='mine' in study.storage holds the trials of another "
+                                         r"search \(other settings; first run in '.*/a/run'\)"):
+        _run(other)
+    assert not (tmp_path / "b" / "run").exists()
+    again, _ = _run(compose_grid(tmp_path / "c", *FAST, *shared))  # the same search on another machine
+    assert len(pd.read_csv(again.run_dir / "results.csv")) == 4
+    assert len(optuna.load_study(study_name="mine", storage=url).get_trials()) == 4

@@ -114,6 +114,12 @@ def test_a_rerun_resumes_and_other_settings_are_refused(local_run):
     assert changed.returncode == 2
     assert changed.stderr.strip().endswith("choose another out_dir (or delete that folder) to start anew")
     assert "holds a Step-2 run with different trainer" in changed.stderr
+    # another rule added to a finished run: refused up front, no file of the run rewritten
+    # (it used to resume, rewrite config.yaml and members.csv, train, then fail in Optuna)
+    files = {p.relative_to(out): p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    added = run("runner=local", "baselines=[depth,width,resolution,fast]")
+    assert added.returncode == 2 and "holds a Step-2 run with different baselines" in added.stderr
+    assert {p.relative_to(out): p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == files
 
 
 @pytest.mark.slow  # a whole Step-2 training run (the module's first use trains it)

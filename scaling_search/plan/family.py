@@ -205,6 +205,13 @@ def rules_of(baselines: Sequence[str | Mapping | ScalingRule], coefficients: Coe
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ValueError(f"baselines name {', '.join(twice)} twice; name each rule once")
+    seen: dict[tuple, str] = {}
+    for r in rules:  # one split under two names would train the same networks twice
+        split = (round(r.depth, 9), round(r.width, 9), round(r.resolution, 9), r.max_resolution_px)
+        if split in seen:
+            raise ValueError(f"baselines {seen[split]} and {r.name} are the same rule (depth, width, resolution "
+                             f"shares {r.depth:g}, {r.width:g}, {r.resolution:g}); keep one of them")
+        seen[split] = r.name
     return sorted(rules, key=lambda r: DIMENSIONS.index(r.name) if r.name in DIMENSIONS else len(DIMENSIONS))
 
 

@@ -46,7 +46,8 @@ from scaling_search.train.study import PARAMS, distributions, grid_params
 
 IDENTITY_FILE = "fidelity.json"
 # What a fidelity run writes into its folder besides what every run folder holds (pipeline.RUN_FILES).
-OUTPUTS = ("selection.csv",)
+OUTPUTS = ("selection.csv", "fidelity.csv", "fidelity.md")
+SOURCE_FILE = "fidelity.source"  # in the search's folder: which fidelity run wrote its summary there
 TOP_K, RANDOM, WINNER = "top_k", "random", "winner"  # how a candidate was chosen
 SUMMARY_COLUMNS = ["candidate_id", "chosen", "winner", "depth_coef", "width_coef", "resolution_coef", "macs",
                    "proxy_top1", "proxy_rank", "proxy_rank_retrained", "long_top1", "long_rank", "long_seeds",
@@ -258,6 +259,19 @@ def run_fidelity(s: FidelitySettings, out=sys.stdout) -> FidelityOutcome:
             lock.release()
 
 
+def _summary_owner(run_dir: Path, fidelity_dir: Path) -> str | None:
+    """None where this fidelity run may write its summary into the search's folder (there is
+    none yet, or it wrote the one there); else the other fidelity run's folder, whose summary
+    stays: a second study of one search never replaces the first's tables."""
+    source = run_dir / SOURCE_FILE
+    if source.is_file():
+        theirs = source.read_text().strip()
+        return None if Path(theirs).resolve() == fidelity_dir.resolve() else theirs
+    if (run_dir / "fidelity.csv").is_file() and fidelity_dir.resolve() != (run_dir / "fidelity").resolve():
+        return str(run_dir / "fidelity")  # written before the source was recorded: the default folder's
+    return None
+
+
 def summarise(run_dir: Path, fidelity_dir: Path, selection: pd.DataFrame, header: list[str] = (),
               out=sys.stdout) -> FidelityOutcome:
     """``fidelity.csv``, ``fidelity.md`` and ``plots/fidelity.png|svg`` in the search's folder, from
@@ -291,13 +305,23 @@ def summarise(run_dir: Path, fidelity_dir: Path, selection: pd.DataFrame, header
                      f"top-1 {w['long_top1'].iloc[0]:.4f}")
     elif len(w):
         lines.append(f"The frozen winner {w['candidate_id'].iloc[0]} failed at the long budget: it has no rank")
-    write_table(table, run_dir / "fidelity")
-    atomic_write_text(run_dir / "fidelity.md", "".join(f"- {line}\n" for line in lines) + "\n"
-                      + markdown(table, FORMATS))
-    plots.save(plots.fidelity(table[known], agreement), run_dir / "plots" / "fidelity")
+    figure = plots.fidelity(table[known], agreement)
+    owner = _summary_owner(run_dir, fidelity_dir)
+    for folder in (fidelity_dir, run_dir) if owner is None else (fidelity_dir,):
+        write_table(table, folder / "fidelity")
+        atomic_write_text(folder / "fidelity.md", "".join(f"- {line}\n" for line in lines) + "\n"
+                          + markdown(table, FORMATS))
+        plots.save(figure, folder / "plots" / "fidelity")
+    if owner is None:
+        atomic_write_text(run_dir / SOURCE_FILE, f"{fidelity_dir.resolve()}\n")
     shown = ["candidate_id", "chosen", "winner", "macs", "proxy_top1", "proxy_rank", "long_top1", "long_rank"]
     print(markdown(table[shown], FORMATS), file=out)
     for line in lines[1:]:
         print(line, file=out)
-    print(f"fidelity tables in {run_dir} (fidelity.csv, fidelity.md, plots/fidelity.png)", file=out, flush=True)
+    if owner is None:
+        print(f"fidelity tables in {run_dir} and {fidelity_dir} (fidelity.csv, fidelity.md, plots/fidelity.png)",
+              file=out, flush=True)
+    else:
+        print(f"fidelity tables in {fidelity_dir} (fidelity.csv, fidelity.md, plots/fidelity.png); the search's "
+              f"folder keeps the summary of the fidelity run in {owner}", file=out, flush=True)
     return FidelityOutcome(run_dir, table, agreement, winner_rank, len(results), failed)

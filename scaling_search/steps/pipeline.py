@@ -60,6 +60,7 @@ RUN_FILES = frozenset({LOCK_FILE, HOLDER_FILE, "config.yaml", "environment.json"
                        "optuna.db-journal", "optuna.db-wal", "optuna.db-shm", "ray", "report.html",
                        "plots", ".hydra", "data.json"})
 DATA_PIN = "data.json"  # what the run's trials were trained on, by content
+STUDY_OWNER = "scaling_search.run"  # the study's user attribute naming the settings it belongs to
 
 
 class RunFolder:
@@ -134,13 +135,29 @@ class RunFolder:
             ValueError: another driver holds the folder (the message names it).
         """
         url, name = storage_url(study_storage, self.out_dir), study_name or self.study_name
-        study = open_study(url, name, sampler) if study_storage else None
+        study = self._own_study(open_study(url, name, sampler), name) if study_storage else None
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._take_lock(out)
         write_identity(self.out_dir, self.identity_file, self.identity)
         atomic_write_text(self.out_dir / "config.yaml", OmegaConf.to_yaml(config))
         atomic_write_text(self.out_dir / "environment.json", json.dumps(capture(), indent=1))
-        return study or open_study(url, name, sampler)
+        return study or self._own_study(open_study(url, name, sampler), name)
+
+    def _own_study(self, study: optuna.Study, name: str) -> optuna.Study:
+        """The study, marked as this run's (its settings' digest), or refused where another run's
+        mark is on it: two searches in one study would be ranked, and sampled by TPE, together.
+        Runs of the same settings in other folders (other machines) share it, as intended."""
+        mine = {"kind": self.what, "digest": self.study_name, "out_dir": str(self.out_dir)}
+        owner = study.user_attrs.get(STUDY_OWNER)
+        if owner is None:
+            study.set_user_attr(STUDY_OWNER, mine)
+        elif not isinstance(owner, dict) or owner.get("digest") != mine["digest"]:
+            theirs = owner.get("out_dir", "?") if isinstance(owner, dict) else "?"
+            raise ValueError(f"study.name={name!r} in study.storage holds the trials of another "
+                             f"{owner.get('kind', 'run') if isinstance(owner, dict) else 'run'} (other settings; "
+                             f"first run in {theirs!r}); a study holds one search: give this run its own "
+                             "study.name, or leave study.name unset")
+        return study
 
     def _take_lock(self, out) -> None:
         lock = filelock.FileLock(self.out_dir / LOCK_FILE)

@@ -87,8 +87,10 @@ def plan(s: ScaleSettings) -> tuple[list[Member], int]:
 
 
 def identity(s: ScaleSettings) -> dict:
-    """The settings that decide what a Step-2 trial computes (φ and seeds may grow on a re-run)."""
+    """The settings that decide what a Step-2 trial computes (φ and seeds may grow on a re-run;
+    the rules compared may not: the run's study and tables are built for its set of rules)."""
     return plain({"backbone": s.backbone, "coefficients": asdict(s.coefficients),
+                  "baselines": [asdict(r) for r in s.baselines],
                   "base": [s.base_depth_mult, s.base_width_mult, s.resolution_px],
                   "data": data_identity(s.data), "rounding": asdict(s.rounding),
                   "regularisation": s.regularisation.as_dict(),
