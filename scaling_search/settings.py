@@ -393,6 +393,27 @@ class RacingConfig:
 
 
 @dataclass
+class StatsConfig:
+    """What the console and the dry run say about the verdict's power before training
+    (``analysis.power``)."""
+
+    expected_error: float = 0.05  # the candidates' top-1 error the power statement assumes
+    min_difference: float = 0.01  # a detectable difference above this is said, with the knobs
+
+
+@dataclass(frozen=True)
+class StatsSettings:
+    """``stats.*``: the power statement's assumption and its threshold (fractions of top-1)."""
+
+    expected_error: float = 0.05
+    min_difference: float = 0.01
+
+    def __post_init__(self) -> None:
+        _number("stats.expected_error", self.expected_error, 0 < self.expected_error < 1, "in (0, 1)")
+        _number("stats.min_difference", self.min_difference, 0 < self.min_difference < 1, "in (0, 1)")
+
+
+@dataclass
 class GridConfig(AppConfig):
     """The schema of ``conf/grid.yaml``."""
 
@@ -400,6 +421,7 @@ class GridConfig(AppConfig):
     space: SpaceConfig = field(default_factory=SpaceConfig)
     seeds_per_candidate: int = 1
     racing: RacingConfig = field(default_factory=RacingConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
     include_baseline: bool = True
     freeze: str = "best"  # one of FREEZE_RULES
     emit: EmitConfig = field(default_factory=EmitConfig)
@@ -792,6 +814,7 @@ class GridSettings:
     freeze: str = "best"  # which candidate is frozen: FREEZE_RULES
     racing: bool = False  # seed racing over ``seeds`` (steps.racing) instead of every seed for all
     racing_budget_train_macs: float | None = None  # racing's compute budget (training MACs)
+    stats: StatsSettings = StatsSettings()
 
     @property
     def seeds(self) -> list[int]:
@@ -822,6 +845,7 @@ class GridSettings:
                    seeds_per_candidate=c.seeds_per_candidate, include_baseline=c.include_baseline,
                    freeze=c.freeze, racing=c.racing.enabled,
                    racing_budget_train_macs=c.racing.budget_train_macs,
+                   stats=StatsSettings(c.stats.expected_error, c.stats.min_difference),
                    emit_phis=tuple(c.emit.phis), emit_num_classes=c.emit.num_classes)
 
 
@@ -912,6 +936,17 @@ def _recorded(cls: type, values: object, where: str, path: Path):
         raise ValueError(f"{where} recorded in {str(path)!r} cannot be used here ({e})") from None
 
 
+def _recorded_number(kind: type, value: object, key: str, path: Path):
+    """``kind(value)`` for a number a search recorded, its error naming the file and the key."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} recorded in {str(path)!r} is {value!r}, not a number; that file is damaged: "
+                         "restore it, or re-run that search to rewrite it") from None
+
+
 @dataclass(frozen=True)
 class FidelitySettings:
     """Settings of ``python -m scaling_search.fidelity``: which of a finished search's candidates
@@ -971,14 +1006,14 @@ class FidelitySettings:
         if c.budget.num_images is not None:
             data["num_images"] = c.budget.num_images
         trainer = dict(search["trainer"])
-        search_epochs = int(trainer.get("epochs", 0))
+        search_epochs = _recorded_number(int, trainer.get("epochs", 0), "trainer.epochs", path)
         epochs = round(search_epochs * c.budget.epochs_factor)
         if epochs < 1:
             raise ValueError(f"budget.epochs_factor={c.budget.epochs_factor:g} leaves {epochs} of the search's "
                              f"{search_epochs} epochs; the long budget needs at least 1")
         trainer["epochs"] = epochs
-        _seeds(int(search["seed"]), c.seeds, "seeds")
-        first = int(search["seed"])
+        first = _recorded_number(int, search["seed"], "seed", path)
+        _seeds(first, c.seeds, "seeds")
         out_dir = _out_dir(c.out_dir, replaced=False)
         if out_dir == run_dir:
             raise ValueError(f"out_dir {str(out_dir)!r} is the search's own folder; the fidelity run needs a "
@@ -988,8 +1023,8 @@ class FidelitySettings:
                    seeds=tuple(first + i for i in range(c.seeds)), epochs_factor=c.budget.epochs_factor,
                    resolution_scale=c.budget.resolution_scale, num_images=c.budget.num_images,
                    backbone=search["backbone"], backbone_tag=search.get("backbone_tag") or search["backbone"],
-                   proxy_depth_mult=float(search["proxy_depth_mult"]),
-                   proxy_width_mult=float(search["proxy_width_mult"]),
+                   proxy_depth_mult=_recorded_number(float, search["proxy_depth_mult"], "proxy_depth_mult", path),
+                   proxy_width_mult=_recorded_number(float, search["proxy_width_mult"], "proxy_width_mult", path),
                    proxy_resolution_px=search["proxy_resolution_px"],
                    rounding=_recorded(Rounding, search["rounding"], "rounding", path),
                    data=_recorded(DataSettings, data, "data", path),

@@ -16,12 +16,15 @@ restored by a re-run).
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from scaling_search.analysis.power import detectable_difference, observed_discordance, power_lines
 from scaling_search.analysis.results import compare, correctness, rank, results_frame, with_ties
 from scaling_search.files import atomic_write_text, plain
 from scaling_search.models.backbones import get_backbone
@@ -34,7 +37,7 @@ from scaling_search.steps import racing, tpe
 from scaling_search.steps.pipeline import (TRAIN_MACS_PER_FORWARD, RunFolder, check_apart, collect, data_identity,
                                            launch, prepare, trial_specs, with_training_macs)
 from scaling_search.tables import markdown, verdict, write_table
-from scaling_search.train.data import num_classes_of, train_image_count
+from scaling_search.train.data import num_classes_of, train_image_count, val_image_count
 from scaling_search.train.execution import RunFailed, RunInterrupted, make_runner, ray_session, run_specs, uses_ray
 from scaling_search.train.records import TrialStore
 from scaling_search.train.study import distributions, grid_params
@@ -54,7 +57,8 @@ IDENTITY_FILE = "search.json"
 # ``fidelity/``, ``fidelity.csv`` and ``fidelity.md``: the proxy-fidelity step's (``steps.fidelity``);
 # ``racing.csv|md``: a seed race's rounds (``steps.racing``).
 OUTPUTS = ("candidates.csv", "candidates.parquet", "ranking.csv", "ranking.md", "pareto.csv",
-           "coefficients.yaml", "step2", "fidelity", "fidelity.csv", "fidelity.md", "racing.csv", "racing.md")
+           "coefficients.yaml", "step2", "fidelity", "fidelity.csv", "fidelity.md", "fidelity.source", "racing.csv",
+           "racing.md")
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,14 @@ def plan(s: GridSettings) -> tuple[list[Candidate], Candidate | None, int]:
         baseline = Candidate(candidate_id(1, 1, 1, s.space.decimals), one, 1, model, base_cost, 1.0)
         if any(c.candidate_id == baseline.candidate_id for c in candidates):
             baseline = None  # already a candidate (e.g. target 1)
+    if s.racing and s.racing_budget_train_macs is not None:
+        first = (TRAIN_MACS_PER_FORWARD * train_image_count(s.data) * s.trainer.epochs
+                 * sum(c.cost.macs for c in [*candidates, *([baseline] if baseline else [])]))
+        if s.racing_budget_train_macs < first:
+            raise ValueError(f"racing.budget_train_macs={s.racing_budget_train_macs:.3g} is less than the race's "
+                             f"first round, which always runs (every candidate and the baseline on one seed: "
+                             f"{first:.3e} training MACs); raise it to at least that, or set it to null for the "
+                             "seed budget alone")
     return candidates, baseline, num_classes
 
 
@@ -115,7 +127,42 @@ def dry_run(s: GridSettings, candidates: list[Candidate], baseline: Candidate | 
     print(f"{len(candidates)} candidates ({merged} more grid points merged into them as identical "
           f"networks), {len(s.seeds)} seed(s); about {df['train_macs'].sum():.3e} training MACs "
           f"over ~{n_train} training images x {s.trainer.epochs} epochs", file=out)
+    say_power(s, out)
     return df
+
+
+def say_power(s: GridSettings, out) -> None:
+    """The verdict's power for this plan, before anything trains (``analysis.power``)."""
+    for line in power_lines(val_image_count(s.data), len(s.seeds), s.stats.expected_error, s.stats.min_difference):
+        print(line, file=out, flush=True)
+
+
+def _observed_power(results: pd.DataFrame, correct: dict, winner: str, contenders) -> str:
+    """The line beside the tied set: the difference this run could have detected, from the
+    candidates' observed disagreement with the winner (``analysis.power``); "" where unpaired."""
+    ok = results[results["status"] == OK].set_index(["candidate_id", "seed"])["trial_id"]
+    mine = ok.get(winner)
+    if mine is None:
+        return ""
+    pairs = []
+    for other in contenders:
+        if other == winner or other not in ok.index.get_level_values(0):
+            continue
+        theirs = ok.loc[other]
+        seeds = sorted(set(mine.index) & set(theirs.index))
+        a = [correct.get(mine[sd]) for sd in seeds]
+        b = [correct.get(theirs[sd]) for sd in seeds]
+        if seeds and all(x is not None for x in a + b):
+            pairs.append((np.concatenate(a), np.concatenate(b)))
+    seen = observed_discordance(pairs)
+    if seen is None:
+        return ""
+    psi, n = seen
+    mde = detectable_difference(n, psi)
+    shown = "no difference" if math.isinf(mde) else f"{100 * mde:.1f} points of top-1"
+    return (f"power, observed: the candidates disagreed with the winner on a median {100 * psi:.1f}% of "
+            f"{n:,} paired images (seeds pooled), so the paired test detects {shown} with 80% power at "
+            "the 95% level; closer candidates are mostly tied")
 
 
 def run_folder(s: GridSettings) -> RunFolder:
@@ -139,6 +186,8 @@ def run_search(s: GridSettings, out=sys.stdout) -> SearchOutcome | None:
         return None
     run = run_folder(s)
     config = plain(asdict(s))
+    if s.runner_kind != "optuna_tpe":
+        say_power(s, out)
     with run:  # the folder's lock, held to the last table
         with ray_session(s.runner, uses_ray(s.runner_kind, s.executor)):
             if s.runner_kind == "optuna_tpe":
@@ -279,13 +328,15 @@ def summarise(out_dir: Path, backbone: str, data_name: str, rounding: Rounding, 
     coefficients = Coefficients(win["depth_coef"], win["width_coef"], win["resolution_coef"])
     margin = compare(results, correct, win["candidate_id"], base_row["candidate_id"]) if base_row else None
     rule = {"best": "the best mean top-1", "cheapest_tied": "the fewest MACs among those tied with the best"}[freeze]
+    power = _observed_power(results, correct, win["candidate_id"], contenders["candidate_id"])
     header = (f"# Step-1 winner of {out_dir} ({backbone} proxy on {data_name}):\n"
               f"# {win['candidate_id']}, validation top-1 {win['top1_mean']:.4f} over "
               f"{int(win['seeds'])} seed(s), {int(win['macs']):,} MACs "
               f"({win['macs_ratio']:.2f}x the proxy baseline)\n"
               f"# freeze rule: {freeze} ({rule})\n"
               f"# tied with the best at 95% ({len(tied)} of {len(contenders)}): "
-              f"{', '.join(tied['candidate_id']) or 'not known (no paired data)'}\n")
+              f"{', '.join(tied['candidate_id']) or 'not known (no paired data)'}\n"
+              + (f"# {power}\n" if power else ""))
     if base_row:
         header += (f"# unscaled proxy baseline: top-1 {base_row['top1_mean']:.4f}; winner - baseline "
                    f"{win['top1_mean'] - base_row['top1_mean']:+.4f}, {_interval(margin)}\n")
@@ -319,6 +370,8 @@ def summarise(out_dir: Path, backbone: str, data_name: str, rounding: Rounding, 
               f"{len(tied)} of {len(contenders)} candidates: {', '.join(tied['candidate_id'][:12])}"
               f"{', ...' if len(tied) > 12 else ''}"
               + ("; the proxy cannot separate the candidates" if every else ""), file=out)
+    if power:
+        print(power, file=out)
     print(f"freeze rule {freeze}: {rule}", file=out)
     print(f"winner {win['candidate_id']}: alpha={coefficients.depth_coef:g} beta={coefficients.width_coef:g} "
           f"gamma={coefficients.resolution_coef:g}, top-1 {win['top1_mean']:.4f}{against}\n"

@@ -289,6 +289,16 @@ def load_dataset(settings: DataSettings, max_resolution_px: int = 224, out=None)
     return load_image_folder(settings, max_resolution_px, out)
 
 
+def val_image_count(s: DataSettings) -> int:
+    """Validation images a run will score every trial on (listed, not decoded)."""
+    if s.name == "imagefolder":
+        return len(scan(s).val)
+    n = {"digits": 1797, "synthetic": s.num_images or 2000, "cifar10": 50000, "cifar100": 50000}[s.name]
+    if s.num_images is not None:
+        n = min(n, s.num_images)
+    return n - train_image_count(s)
+
+
 def train_image_count(s: DataSettings) -> int:
     """Training images a run will see (an image folder's files are listed, not decoded)."""
     if s.name == "imagefolder":
