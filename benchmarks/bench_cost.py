@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from scaling_search.models.reference import published_efficientnets
 from scaling_search.models.backbones import get_backbone
+from scaling_search.models.reference import published_efficientnets
 
 
 def _time(fn, repeat: int) -> tuple[float, float]:

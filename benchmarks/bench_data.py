@@ -277,7 +277,7 @@ def main() -> None:
         print(f"| {r['loader']} | {r['s']:.1f} | {r['images']:,} | {r['img_per_s']:,.0f} | {r['spread']} | "
               f"{r['vs_torchvision']:.2f}x |")
     if a.rss:
-        print(f"\n| images | steps at 224 px | trial peak RSS (MB) | trial + workers peak PSS (MB) |\n|--:|--:|--:|--:|")
+        print("\n| images | steps at 224 px | trial peak RSS (MB) | trial + workers peak PSS (MB) |\n|--:|--:|--:|--:|")
         rows = []
         for n in (a.images, 10 * a.images):
             big = make_folder(scratch / f"jpeg_{n}_{a.size}", n, a.classes, size)

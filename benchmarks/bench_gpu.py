@@ -23,7 +23,6 @@ Needs a CUDA GPU (run it through ``benchmarks/gpu_check.sh`` on the GPU machine)
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import sys
@@ -88,7 +87,8 @@ class GpuBusy:
 
 
 def profile(args) -> None:
-    from torch.profiler import ProfilerActivity, profile as tprofile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as tprofile
 
     from scaling_search.train.trial import TrialSpec, run_trial
 

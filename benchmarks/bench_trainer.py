@@ -35,8 +35,8 @@ import torch
 from torch import nn
 
 from scaling_search.models.backbones import get_backbone
-from scaling_search.train.data import DataSettings, load_dataset
 from scaling_search.models.scaling import Multipliers
+from scaling_search.train.data import DataSettings, load_dataset
 from scaling_search.train.trainer import TrainSettings, pick_device, train
 
 MULTIPLIERS = Multipliers(0.5 * 1.2, 0.5 * 1.1, 1.15)  # the demo's proxy at the paper's candidate

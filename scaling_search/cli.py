@@ -33,11 +33,16 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from omegaconf import OmegaConf, open_dict
-from omegaconf.errors import (MissingMandatoryValue, OmegaConfBaseException,
-                             ValidationError)
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
-from scaling_search.settings import (FidelityConfig, FidelitySettings, GridConfig, GridSettings, ScaleConfig,
-                                     ScaleSettings)
+from scaling_search.settings import (
+    FidelityConfig,
+    FidelitySettings,
+    GridConfig,
+    GridSettings,
+    ScaleConfig,
+    ScaleSettings,
+)
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 SCHEMAS = {"grid": GridConfig, "scale": ScaleConfig, "fidelity": FidelityConfig}  # conf/<name>.yaml: its schema
@@ -204,7 +209,8 @@ def _resolved(cfg, num: int | None) -> dict:
     for key, value in _strings(OmegaConf.to_container(job, resolve=False)):
         for ref in HYDRA_REF.findall(value):
             if OmegaConf.select(cfg.hydra, ref.strip(), default=None, throw_on_missing=False) is None:
-                why = " (it is set only in a --multirun)" if num is None and ref.strip() in ("job.num", "job.id") else ""
+                only_sweeps = num is None and ref.strip() in ("job.num", "job.id")
+                why = " (it is set only in a --multirun)" if only_sweeps else ""
                 raise ValueError(f"{key}={value}: ${{hydra:{ref}}} names no Hydra setting with a value{why}; "
                                  "fix the name (e.g. ${hydra:job.num}, ${hydra:job.name}, ${hydra:runtime.cwd})")
     return OmegaConf.to_container(job, resolve=True, throw_on_missing=True)

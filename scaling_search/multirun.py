@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 from hydra.experimental.callback import Callback
 
-from scaling_search.tables import markdown
 from scaling_search.files import atomic_output, atomic_write_text
+from scaling_search.tables import markdown
 
 
 def step2_summary_frame(jobs: list[dict]) -> pd.DataFrame:

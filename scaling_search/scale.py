@@ -25,8 +25,8 @@ import hydra
 from omegaconf import DictConfig
 
 from scaling_search.cli import resumable, run_hydra_app, sweep_job, user_errors
-from scaling_search.settings import ScaleSettings
 from scaling_search.plan.emit import PUBLISHED_FORMATS, PUBLISHED_ON_CONSOLE, SUMMARY_FORMATS
+from scaling_search.settings import ScaleSettings
 from scaling_search.steps.emission import emit_family
 from scaling_search.tables import markdown
 

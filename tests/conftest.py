@@ -9,9 +9,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from services import REQUIRE, postgres_server, required  # tests/services.py: real servers
 
 from scaling_search.models.reference import load_reference
-from services import REQUIRE, postgres_server, required  # tests/services.py: real servers
 
 REPO = Path(__file__).resolve().parent.parent
 # Image-folder caches of the tests' folders go to a scratch folder, not the user's ~/.cache

@@ -108,7 +108,8 @@ ROWS = [
     (GRID, ["seed=4294967295", "seeds_per_candidate=2"], "goes past 4,294,967,295, the largest 32-bit seed"),
     (GRID, ["seed=abc"], "seed: Value 'abc' of type 'str' could not be converted to Integer"),
     (GRID, ["seeds_per_candidate=0"], "seeds_per_candidate must be a positive integer"),
-    (GRID, ["freeze=luckiest"], "freeze must be best or cheapest_tied (the best mean top-1, or the fewest MACs among those tied with it), got 'luckiest'"),
+    (GRID, ["freeze=luckiest"], "freeze must be best or cheapest_tied (the best mean top-1, or the fewest MACs "
+                                "among those tied with it), got 'luckiest'"),
     (GRID, ["racing.enabled=true"], "racing.enabled=true adds seeds up to seeds_per_candidate (the seed budget), "
                                      "which is 1; set seeds_per_candidate=3 (or more)"),
     (GRID, ["racing.enabled=true", "seeds_per_candidate=3", "runner=optuna_tpe"],
@@ -505,7 +506,8 @@ def test_settings_refuse_bad_input_before_torch_loads(tmp_path, module, arg):
 
 
 @pytest.mark.parametrize("source, message", [
-    ("raise RuntimeError('boom')\n", "imports: 'bad_plugin' failed while importing (RuntimeError: boom); fix the module"),
+    ("raise RuntimeError('boom')\n",
+     "imports: 'bad_plugin' failed while importing (RuntimeError: boom); fix the module"),
     ("def f(:\n", "imports: 'bad_plugin' has a syntax error (invalid syntax, "),
     ("import sys\nsys.exit(3)\n", "imports: 'bad_plugin' called sys.exit(3) while importing"),
     ("import no_such_dependency_xyz\n", "imports: 'bad_plugin' failed while importing (No module named "

@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
-
 from conftest import TINY, _pythonpath, compose_grid
+from PIL import Image
 
 GRID = "scaling_search.grid"
 SAME = ["trial_id", "status", "final_top1", "best_top1", "final_val_loss", "epochs", "resolution_px"]

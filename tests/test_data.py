@@ -12,9 +12,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from scaling_search.train.data import (DataSettings, load_dataset, make_synthetic, num_classes_of)
+from scaling_search.train.data import DataSettings, load_dataset, make_synthetic, num_classes_of
 
 
 def test_digits_are_sklearns_1797_images_split_by_seed():

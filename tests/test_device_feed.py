@@ -13,17 +13,22 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from test_image_folder import settings as folder_settings
+from test_image_folder import write_folder
 
 from scaling_search.models.backbones import get_backbone
 from scaling_search.models.scaling import Multipliers
 from scaling_search.settings import DataSettings, TrainSettings
 from scaling_search.train.data import load_dataset
-from scaling_search.train.device_feed import (DeviceFeed, Normaliser, centre_crop_u8, crop_resize,
-                                              random_resized_boxes, resize_u8)
+from scaling_search.train.device_feed import (
+    DeviceFeed,
+    Normaliser,
+    centre_crop_u8,
+    crop_resize,
+    random_resized_boxes,
+    resize_u8,
+)
 from scaling_search.train.feed import StreamFeed, device_feed
-
-from test_image_folder import settings as folder_settings
-from test_image_folder import write_folder
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -16,7 +16,6 @@ import time
 import optuna
 import pandas as pd
 import pytest
-
 from conftest import PLUGINS, TINY
 
 pytestmark = pytest.mark.slow

@@ -1,15 +1,16 @@
-"""The compound-scaled family (``plan_family`` without baselines) and its emitted configs. φ = 1 with the paper's coefficients is the published
-B2 architecture (reference note), its measured MACs growth is Table 2's B2/B0 ratio rather than
+"""The compound-scaled family (``plan_family`` without baselines) and its emitted configs. φ = 1
+with the paper's coefficients is the published B2 architecture (reference note), its measured
+MACs growth is Table 2's B2/B0 ratio rather than
 the formula's 1.92, and emitted configs compose in Hydra and rebuild the same network."""
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from scaling_search.plan.emit import model_config, model_from_config, published_comparison, summary_frame
-from scaling_search.plan.family import phi_tag, plan_family
 from scaling_search.models.reference import parse_count
 from scaling_search.models.scaling import PAPER_COEFFICIENTS, Coefficients, Rounding
+from scaling_search.plan.emit import model_config, model_from_config, published_comparison, summary_frame
+from scaling_search.plan.family import phi_tag, plan_family
 
 
 def _family(backbone, coefficients, phis, rounding=Rounding(), **kw):

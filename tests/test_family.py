@@ -6,9 +6,9 @@ import pytest
 from torch import nn
 
 from scaling_search.models.backbones import get_backbone, register_backbone, unregister_backbone
+from scaling_search.models.scaling import PAPER_COEFFICIENTS, Coefficients, Multipliers, Rounding
 from scaling_search.plan.family import DIMENSIONS, match_macs, plan_family
 from scaling_search.plan.rules import FIXED
-from scaling_search.models.scaling import PAPER_COEFFICIENTS, Coefficients, Multipliers, Rounding
 
 SMALL = dict(base=Multipliers(0.5, 0.5), resolution_px=32, num_classes=10)
 

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import TINY
 from scipy import stats
 
-from conftest import TINY
 from scaling_search import fidelity as app
 from scaling_search.analysis.report import build_page
 from scaling_search.analysis.results import agreement_line, rank_agreement
@@ -224,6 +224,7 @@ def test_a_damaged_config_yaml_is_named_with_its_key(tmp_path, capsys, key, valu
     from dataclasses import asdict
 
     from conftest import compose_grid
+
     from scaling_search.files import plain
 
     run = _search(tmp_path / "run")
@@ -306,7 +307,8 @@ def test_a_second_fidelity_study_keeps_the_first_ones_summary_in_the_search(tmp_
     assert "Long budget: fidelity\n" in first and (run / "fidelity.md").read_text() == first
     assert "Long budget: fidelity_long" in (run / "fidelity_long" / "fidelity.md").read_text()
     assert set(pd.read_csv(run / "fidelity.csv")["long_top1"].round(2)) == {0.9, 0.89}
-    assert f"the search's folder keeps the summary of the fidelity run in {run / 'fidelity'}" in summaries["fidelity_long"]
+    kept = f"the search's folder keeps the summary of the fidelity run in {run / 'fidelity'}"
+    assert kept in summaries["fidelity_long"]
     # the first study again (a resume) still owns the search's summary
     fidelity.summarise(run, run / "fidelity", table, ["Long budget: fidelity, again"], io.StringIO())
     assert "fidelity, again" in (run / "fidelity.md").read_text()

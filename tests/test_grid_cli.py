@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import TINY
+
 from scaling_search.cli import _overrides, preflight, user_errors
 from scaling_search.grid import validate
 from scaling_search.train.execution import RunFailed
@@ -169,7 +169,8 @@ def test_a_failed_job_does_not_stop_the_sweep_and_the_sweep_exits_with_its_statu
     assert (tmp_path / "runs" / "lr0.05" / "coefficients.yaml").is_file()
     assert not (tmp_path / "runs" / "lr1000000.0" / "coefficients.yaml").exists()
     last = r.stderr.strip().splitlines()[-2:]
-    assert last[0].startswith("job trainer.lr=1000000.0 failed: every one of the ") and last[1] == "1 of 2 jobs failed; the others ran to their end"
+    assert last[0].startswith("job trainer.lr=1000000.0 failed: every one of the ")
+    assert last[1] == "1 of 2 jobs failed; the others ran to their end"
     summary = (tmp_path / "sweep" / "multirun_summary.md").read_text()
     assert summary.count("| resnet18 ") == 1 and "job trainer.lr=1000000.0 failed" in summary
 

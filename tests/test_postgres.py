@@ -15,10 +15,10 @@ import sys
 import optuna
 import pandas as pd
 import pytest
-
 from conftest import TINY, _pythonpath
-from scaling_search.train.study import open_study
 from services import optuna_dashboard
+
+from scaling_search.train.study import open_study
 
 SEARCH = (*TINY, "runner=local", "trainer.epochs=1", "data.num_images=200", "report=false")
 STUDY = "shared"
@@ -44,7 +44,7 @@ def shared(postgres, tmp_path_factory):
     procs = [subprocess.Popen(_grid(url, seed, out), cwd=tmp, env=_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for seed, out in enumerate(runs)]
     ended = [p.communicate(timeout=300) for p in procs]
-    for p, (stdout, stderr) in zip(procs, ended):
+    for p, (_stdout, stderr) in zip(procs, ended):
         assert p.returncode == 0, stderr[-3000:]
     return url, runs, tmp
 

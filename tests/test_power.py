@@ -9,11 +9,15 @@ import math
 
 import numpy as np
 import pytest
+from conftest import TINY, compose_grid
 from scipy import optimize, stats
 
-from conftest import TINY, compose_grid
-from scaling_search.analysis.power import (detectable_difference, independent_discordance, observed_discordance,
-                                           power_lines)
+from scaling_search.analysis.power import (
+    detectable_difference,
+    independent_discordance,
+    observed_discordance,
+    power_lines,
+)
 from scaling_search.analysis.results import paired_over_images
 
 

@@ -8,8 +8,8 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import TINY, compose_grid
+
 from scaling_search.analysis.report import grid_page
 from scaling_search.steps import racing, step1
 from scaling_search.steps.step1 import run_search

@@ -12,12 +12,11 @@ import pandas as pd
 import pytest
 import torch
 import torchvision
+from conftest import REPO
 from hydra import compose, initialize_config_dir
 
 from scaling_search import PAPER_COEFFICIENTS, Multipliers, count_cost, get_backbone, unregister_backbone
 from scaling_search.plan.family import plan_family
-
-from conftest import REPO
 
 BLOCKS = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
 

@@ -4,8 +4,8 @@ golden ``dev/model_complexity.json`` (facebookresearch/pycls, EN-B*_dds_8gpu).""
 
 import pytest
 
-from scaling_search.models.reference import load_reference, parse_count, published_efficientnets
 from scaling_search.models.cost import Cost, estimate_cost
+from scaling_search.models.reference import load_reference, parse_count, published_efficientnets
 from scaling_search.models.scaling import PAPER_COEFFICIENTS
 
 PUBLISHED = {p.name: p for p in published_efficientnets()}

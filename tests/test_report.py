@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import _pythonpath
-from scaling_search.analysis.report import build_page, report_after_run, write_report
 from services import missing, require_module
+
+from scaling_search.analysis.report import build_page, report_after_run, write_report
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -11,7 +11,6 @@ import pytest
 from scaling_search.analysis.results import pareto_mask, rank, results_frame, t95
 from scaling_search.train.records import TrialStore
 
-
 # Two-sided 95% Student-t factors as printed in standard tables (e.g. NIST/SEMATECH
 # e-Handbook of Statistical Methods, 1.3.6.7.2, upper critical values at 0.025), to 3 decimals.
 T_TABLE = {1: 12.706, 2: 4.303, 4: 2.776, 12: 2.179, 17: 2.110, 25: 2.060, 40: 2.021, 100: 1.984}
@@ -110,7 +109,8 @@ def test_mcnemar_exact_and_the_paired_interval_match_hand_computed_values():
     b = np.array([False] * 8 + [True] * 2 + [True] * 60 + [False] * 30)
     diff, lo, hi, p = paired_over_images(a, b)
     assert diff == pytest.approx(0.06)
-    assert (lo, hi) == (pytest.approx(0.1 * (2 * 0.4439 - 1), abs=2e-5), pytest.approx(0.1 * (2 * 0.9748 - 1), abs=2e-5))
+    assert (lo, hi) == (pytest.approx(0.1 * (2 * 0.4439 - 1), abs=2e-5),
+                        pytest.approx(0.1 * (2 * 0.9748 - 1), abs=2e-5))
     assert p == pytest.approx(0.109375)
     # 10 discordant, all one way: p = 2 / 1024 < 0.05, and the interval excludes 0 with it
     diff, lo, hi, p = paired_over_images(np.r_[np.ones(10), np.zeros(90)].astype(bool), np.zeros(100, bool))
@@ -143,7 +143,8 @@ def test_the_tied_set_is_paired_over_seeds_or_over_images():
     assert list(table["tied_with_best"]) == [True, True, False]  # b is 0.005 behind, +-0.01; c 0.107
     assert table.loc[1, "paired_by"] == "3 seeds" and table.loc[1, "diff_lo"] < 0 < table.loc[1, "diff_hi"]
     one = results[results["seed"] == 0]
-    right = {"a_s0": np.r_[np.ones(90), np.zeros(10)].astype(bool), "b_s0": np.r_[np.ones(89), np.zeros(11)].astype(bool),
+    right = {"a_s0": np.r_[np.ones(90), np.zeros(10)].astype(bool),
+             "b_s0": np.r_[np.ones(89), np.zeros(11)].astype(bool),
              "c_s0": np.r_[np.ones(80), np.zeros(20)].astype(bool)}
     right = {k: unpack_correct(pack_correct(v)) for k, v in right.items()}  # through the record format
     table = with_ties(rank(one), one, right)

@@ -14,10 +14,10 @@ import time
 import optuna
 import pandas as pd
 import pytest
-
 from conftest import PLUGINS, TINY, compose_grid
-from scaling_search.steps.step1 import run_search
 from services import missing
+
+from scaling_search.steps.step1 import run_search
 
 pytestmark = pytest.mark.slow
 

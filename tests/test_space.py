@@ -13,8 +13,7 @@ from fractions import Fraction
 import pytest
 
 from scaling_search.models.scaling import Multipliers
-from scaling_search.plan.space import (SearchSpace, build_candidates, enumerate_coefficients,
-                                  nearest_products)
+from scaling_search.plan.space import SearchSpace, build_candidates, enumerate_coefficients, nearest_products
 
 
 def _integer_count(step=5, tol=10) -> int:

@@ -8,8 +8,8 @@ import json
 import optuna
 import pytest
 import yaml
-
 from conftest import TINY, compose_grid
+
 from scaling_search.models.scaling import Rounding
 from scaling_search.steps import step1
 from scaling_search.steps.pipeline import RunFolder, check_apart

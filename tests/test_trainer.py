@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from scaling_search.models.backbones import get_backbone
-from scaling_search.train.data import DataSettings, load_dataset
 from scaling_search.models.scaling import Multipliers
+from scaling_search.train.data import DataSettings, load_dataset
 from scaling_search.train.trainer import TrainSettings, train
 
 
@@ -89,8 +89,8 @@ def test_cuda_mixed_precision(digits):
 
 def test_a_diverging_run_stops_and_its_trial_fails(digits):
     """lr=1e6 makes every loss NaN; that used to end as an `ok` trial at chance-level top-1."""
-    from scaling_search.train.trainer import Diverged
     from scaling_search.train.status import FAILED
+    from scaling_search.train.trainer import Diverged
     from scaling_search.train.trial import TrialSpec, run_trial
 
     wild = TrainSettings(epochs=3, batch_size=64, lr=1e6, num_threads=1)

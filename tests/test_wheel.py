@@ -15,8 +15,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from scaling_search.cli import CONF_DIR
 
 pytestmark = pytest.mark.slow  # builds and installs a wheel: about 15 s

@@ -80,7 +80,7 @@ def observed_discordance(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[fl
     """From trained candidates: the median share of images on which each disagreed with the
     winner (``pairs``: the winner's and one other's per-image correctness, seeds pooled), and the
     median number of paired images; None where nothing was paired."""
-    shares = [float(np.mean(np.asarray(a, bool) != np.asarray(b, bool))) for a, b in pairs if len(a) and len(a) == len(b)]
-    if not shares:
+    paired = [(np.asarray(a, bool), np.asarray(b, bool)) for a, b in pairs if len(a) and len(a) == len(b)]
+    if not paired:
         return None
-    return float(np.median(shares)), int(np.median([len(a) for a, b in pairs if len(a) and len(a) == len(b)]))
+    return float(np.median([np.mean(a != b) for a, b in paired])), int(np.median([len(a) for a, _ in paired]))

@@ -25,7 +25,7 @@ import json
 import math
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -34,8 +34,8 @@ from scaling_search.analysis import plots
 from scaling_search.analysis.results import agreement_line, rank_agreement
 from scaling_search.environment import capture
 from scaling_search.files import atomic_write_text, run_folder_around
-from scaling_search.tables import verdict, verdict_line
 from scaling_search.models.scaling import Coefficients
+from scaling_search.tables import verdict, verdict_line
 
 PROG = "scaling_search.report"
 REPORT_FILE = "report.html"
@@ -485,7 +485,7 @@ def page_html(page: Page, level: int = 1, anchor: str = "") -> str:
 
 
 def render(page: Page) -> str:
-    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{html.escape(page.title)}</title><style>{STYLE}</style></head><body>\n"

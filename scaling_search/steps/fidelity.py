@@ -34,8 +34,7 @@ from scaling_search.files import atomic_write_text, plain
 from scaling_search.models.backbones import ScaledModel, get_backbone
 from scaling_search.models.scaling import Coefficients, Multipliers
 from scaling_search.settings import FidelitySettings
-from scaling_search.steps.pipeline import (LOCK_FILE, RunFolder, check_apart, collect, data_identity, launch,
-                                           trial_specs)
+from scaling_search.steps.pipeline import LOCK_FILE, RunFolder, check_apart, collect, data_identity, launch, trial_specs
 from scaling_search.steps.step1 import IDENTITY_FILE as SEARCH_IDENTITY_FILE
 from scaling_search.steps.step1 import STUDY_ATTRS
 from scaling_search.tables import markdown, write_table

@@ -24,7 +24,7 @@ import os
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import filelock
@@ -42,8 +42,8 @@ from scaling_search.tables import write_table
 from scaling_search.train.data import FolderData, ImageData, load_dataset, num_classes_of
 from scaling_search.train.execution import check_identity, make_runner, run_specs, write_identity
 from scaling_search.train.records import TrialStore
-from scaling_search.train.study import open_study
 from scaling_search.train.status import FAILED
+from scaling_search.train.study import open_study
 from scaling_search.train.trial import TrialSpec, trial_id
 
 # Training costs about 3x the forward pass (forward + backward), per image and epoch.
@@ -103,8 +103,8 @@ class RunFolder:
 
     @property
     def study_name(self) -> str:
-        """``search-<digest>`` or ``step2-<digest>`` (of the identity): the study belongs to what the run computes, not to
-        its folder's name, so a copied or moved run resumes its own study."""
+        """``search-<digest>`` or ``step2-<digest>`` (of the identity): the study belongs to what the
+        run computes, not to its folder's name, so a copied or moved run resumes its own study."""
         digest = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()
         return f"{Path(self.identity_file).stem}-{digest[:12]}"
 
@@ -171,7 +171,7 @@ class RunFolder:
             print(f"took over the lock of {_holder(holder_file)}, which is gone", file=out, flush=True)
         atomic_write_text(holder_file, json.dumps({
             "pid": os.getpid(), "host": socket.gethostname(),
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+            "started": datetime.now(UTC).isoformat(timespec="seconds")}))
         self._lock = lock
 
 

@@ -104,7 +104,8 @@ def race_table(rounds: list[Round], results: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in rounds:
         ran = results[(results["seed"] == r.seed)
-                      & (results["candidate_id"].isin(r.entrants) | ((r.number == 1) & (results["role"] == "baseline")))]
+                      & (results["candidate_id"].isin(r.entrants)
+                         | ((r.number == 1) & (results["role"] == "baseline")))]
         rows.append({**r.row(), "trials": len(ran), "trial_time_s": float(ran["train_time_s"].fillna(0).sum())})
     table = pd.DataFrame(rows)
     cols = ["round", "seed", "entrants", "tied_after", "trials", "train_macs", "trial_time_s", "best", "stop",

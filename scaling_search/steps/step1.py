@@ -34,14 +34,23 @@ from scaling_search.plan.family import plan_family
 from scaling_search.plan.space import Candidate, SearchSpace, build_candidates, candidate_id
 from scaling_search.settings import GridSettings
 from scaling_search.steps import racing, tpe
-from scaling_search.steps.pipeline import (TRAIN_MACS_PER_FORWARD, RunFolder, check_apart, collect, data_identity,
-                                           launch, prepare, trial_specs, with_training_macs)
+from scaling_search.steps.pipeline import (
+    TRAIN_MACS_PER_FORWARD,
+    RunFolder,
+    check_apart,
+    collect,
+    data_identity,
+    launch,
+    prepare,
+    trial_specs,
+    with_training_macs,
+)
 from scaling_search.tables import markdown, verdict, write_table
 from scaling_search.train.data import num_classes_of, train_image_count, val_image_count
 from scaling_search.train.execution import RunFailed, RunInterrupted, make_runner, ray_session, run_specs, uses_ray
 from scaling_search.train.records import TrialStore
-from scaling_search.train.study import distributions, grid_params
 from scaling_search.train.status import OK
+from scaling_search.train.study import distributions, grid_params
 
 BASELINE_ROLE, CANDIDATE_ROLE = "baseline", "candidate"
 RANKING_FORMATS = {"top1_mean": "{:.4f}", "top1_std": "{:.4f}", "top1_ci95": "{:.4f}",

@@ -34,8 +34,15 @@ from scaling_search.models.scaling import Multipliers
 from scaling_search.plan.emit import write_family
 from scaling_search.plan.family import COMPOUND, DIMENSIONS, METHODS, Member, plan_family
 from scaling_search.settings import ScaleSettings
-from scaling_search.steps.pipeline import (RunFolder, check_apart, collect, data_identity, launch, trial_specs,
-                                           with_training_macs)
+from scaling_search.steps.pipeline import (
+    RunFolder,
+    check_apart,
+    collect,
+    data_identity,
+    launch,
+    trial_specs,
+    with_training_macs,
+)
 from scaling_search.tables import markdown, paired_verdict, verdict_line, write_table
 from scaling_search.train.data import num_classes_of, train_image_count
 from scaling_search.train.execution import RunFailed, ray_session, uses_ray

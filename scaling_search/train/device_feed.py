@@ -136,7 +136,8 @@ class DeviceFeed:
                  normalise: Normaliser, resolution_px: int, batch: int, eval_batch: int,
                  flip: bool = False, crop: float | None = None):
         device = self.device = normalise.device
-        self.normalise, self.px, self.flip, self.crop, self.eval_batch = normalise, resolution_px, flip, crop, eval_batch
+        self.normalise, self.px, self.flip, self.crop = normalise, resolution_px, flip, crop
+        self.eval_batch = eval_batch
         self.batch = min(batch, len(train[1]))
         self.steps_per_epoch = len(train[1]) // self.batch  # the last partial batch is dropped
         self.num_val = len(val[1])

@@ -30,8 +30,14 @@ import torch
 import torch.nn.functional as F
 
 from scaling_search.train.data import CROP_RATIO, FolderData, ImageData
-from scaling_search.train.device_feed import (DeviceFeed, Normaliser, centre_crop_u8, crop_resize,
-                                              random_resized_boxes, resize_u8)
+from scaling_search.train.device_feed import (
+    DeviceFeed,
+    Normaliser,
+    centre_crop_u8,
+    crop_resize,
+    random_resized_boxes,
+    resize_u8,
+)
 from scaling_search.train.image_folder import CachedFolder
 
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]

@@ -3,8 +3,9 @@
 ``scan`` lists a folder of class sub-folders (``root/<class>/...``, or ``root/train`` and
 ``root/val``) and chooses the images a run uses (``data.num_images``, the split), without
 opening them. ``ensure_cache`` decodes those images once, with a few threads (``decode.py``),
-shorter side resized to ``px`` and centre-cropped, into one uint8 file of (N, 3, px, px) images on local disk, and returns a small, picklable
-``CachedFolder`` that names it. A trial either reads the whole file into memory or has
+shorter side resized to ``px`` and centre-cropped, into one uint8 file of (N, 3, px, px) images
+on local disk, and returns a small, picklable ``CachedFolder`` that names it. A trial either
+reads the whole file into memory or has
 DataLoader workers read images from it by offset (``os.pread``: the page cache, not the
 process, holds the pages, so many trials on a node share one copy and a trial's RSS stays flat).
 

@@ -26,7 +26,6 @@ from scaling_search.train.status import FAILED, OK
 from scaling_search.train.trainer import Diverged, OnEpoch, TrainSettings, train
 
 
-
 @dataclass(frozen=True)
 class TrialSpec:
     """What one trial trains: a backbone at multipliers and resolution, with one seed."""

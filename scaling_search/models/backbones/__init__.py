@@ -3,11 +3,11 @@
 from scaling_search.models.backbones.efficientnet import EFFICIENTNET_B0
 from scaling_search.models.backbones.mobilenet import MOBILENET_V1, MOBILENET_V2
 from scaling_search.models.backbones.registry import (
-    import_plugins,
     Backbone,
     Builder,
     ScaledModel,
     get_backbone,
+    import_plugins,
     list_backbones,
     register_backbone,
     unregister_backbone,

@@ -1,8 +1,9 @@
 """The Ray Tune runner: one Tune trial per (candidate, seed), on a local Ray or a cluster.
 
 The candidate list is finished before Tune starts and goes in as
-``param_space={"trial": tune.grid_search(specs)}`` (the pattern measured on Ray 2.60: a finished list, not a search algorithm). The
-decoded dataset goes once into Ray's object store (``tune.with_parameters``). Actors are reused
+``param_space={"trial": tune.grid_search(specs)}`` (the pattern measured on Ray 2.60: a
+finished list, not a search algorithm). The decoded dataset goes once into Ray's object store
+(``tune.with_parameters``). Actors are reused
 (per-trial overhead ~0.05 s instead of ~1.5 s), so every trial seeds itself. Each epoch is
 reported (ASHA can stop a trial) with a checkpoint, so a restored experiment continues a trial
 from its last epoch. The experiment lives under an absolute, stable ``storage_path`` that a
