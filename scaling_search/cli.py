@@ -87,7 +87,8 @@ def sweep_job(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
             from hydra.core.hydra_config import HydraConfig
             from hydra.types import RunMode
 
-            if e.code == EXIT_INTERRUPTED or HydraConfig.get().mode != RunMode.MULTIRUN:
+            if (e.code == EXIT_INTERRUPTED or not HydraConfig.initialized()
+                    or HydraConfig.get().mode != RunMode.MULTIRUN):
                 raise
             return {"job_failed": e.message, "exit_status": e.code}
     return job
@@ -202,7 +203,7 @@ def _resolved(cfg, num: int | None) -> dict:
         h = cfg.hydra
         h.runtime.cwd = os.getcwd()
         if num is not None:
-            h.job.num, h.job.id = num, f"job_{num}"
+            h.job.num, h.job.id = num, str(num)  # as Hydra's basic launcher sets them
         h.runtime.output_dir = f"{h.sweep.dir}/{h.sweep.subdir}" if num is not None else str(h.run.dir)
     HydraConfig.instance().set_config(cfg)
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
@@ -302,19 +303,24 @@ def preflight(prog: str, config_name: str, argv: list[str],
             overrides = OverridesParser.create().parse_overrides(overrides)
             if config_name in SCHEMAS:
                 check_booleans(overrides, SCHEMAS[config_name])
-            multirun = _multirun(argv)
+            multirun = _multirun(argv) or any(o.key_or_group == "hydra.mode" and str(o.value()).upper() == "MULTIRUN"
+                                              for o in overrides if not o.is_sweep_override())
             sweeps = [o for o in overrides if o.is_sweep_override()]
             if sweeps and not multirun:
                 key = sweeps[0].get_key_element()
                 raise ValueError(f"{sweeps[0].input_line} is a sweep (one job per value), which needs --multirun: "
                                  f"add --multirun to the command, or write a list as {key}=[...] or a string as "
                                  f"{key}='...'")
-            with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name=prog):
+            # the job's name as Hydra gives it under `python -m scaling_search.grid`: "grid"
+            with initialize_config_dir(str(CONF_DIR), version_base="1.3", job_name=prog.rsplit(".", 1)[-1]):
                 for num, job in enumerate(_jobs(overrides)):
                     cfg = compose(config_name, overrides=list(job), return_hydra_config=True)
                     if validate is None:
                         continue
-                    plain = _resolved(cfg, num if multirun else None)
+                    try:
+                        plain = _resolved(cfg, num if multirun else None)
+                    finally:
+                        HydraConfig.instance().cfg = None  # the preflight's, not the run's
                     validate(plain)
                     check_run_folder(config_name, plain)
         except HydraException as e:

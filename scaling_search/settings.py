@@ -939,7 +939,7 @@ def _recorded(cls: type, values: object, where: str, path: Path):
 def _recorded_number(kind: type, value: object, key: str, path: Path):
     """``kind(value)`` for a number a search recorded, its error naming the file and the key."""
     try:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or (kind is int and float(value) != int(float(value))):
             raise ValueError
         return kind(value)
     except (TypeError, ValueError):

@@ -23,9 +23,11 @@ def pytest_configure(config) -> None:
     """The CLI tests run the installed package (as a user does): it must be this checkout's, or
     they would test another copy (an editable install of another clone) and pass on its code."""
     out = subprocess.run([sys.executable, "-c", "import scaling_search; print(scaling_search.__file__)"],
-                         cwd=tempfile.gettempdir(), env={**os.environ, "PYTHONPATH": ""},
+                         cwd=tempfile.gettempdir(), env={**os.environ, "PYTHONPATH": _pythonpath()},
                          capture_output=True, text=True, timeout=120)
-    where = Path(out.stdout.strip() or "?").resolve()
+    if out.returncode != 0:  # not installed (the GPU check puts the checkout on PYTHONPATH instead)
+        return
+    where = Path(out.stdout.strip()).resolve()
     if REPO not in where.parents:
         raise pytest.UsageError(f"the installed scaling_search is {where}, not this checkout's ({REPO}): "
                                 f"run `pip install -e '.[dev]'` in {REPO} first")

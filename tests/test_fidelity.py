@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
 
@@ -217,7 +218,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     assert not (tmp_path / "half" / "fidelity").exists()
 
 
-@pytest.mark.parametrize("key,value", [("seed", "abc"), ("proxy_width_mult", "wide"), ("trainer.epochs", "ten")])
+@pytest.mark.parametrize("key,value", [("seed", "abc"), ("proxy_width_mult", "wide"), ("trainer.epochs", "ten"),
+                                       ("seed", 3.7)])
 def test_a_damaged_config_yaml_is_named_with_its_key(tmp_path, capsys, key, value):
     """A search's config.yaml whose number is not one: the line names the file and the key
     (it said only "invalid literal for int()")."""
@@ -300,6 +302,7 @@ def test_a_second_fidelity_study_keeps_the_first_ones_summary_in_the_search(tmp_
         store = TrialStore(run / name)
         for i, cid in enumerate(table["candidate_id"]):
             _long(store, cid, top1 - i / 100)
+        (run / name / "fidelity.json").write_text("{}")  # its identity: what a fidelity run folder holds
         out = io.StringIO()
         fidelity.summarise(run, run / name, table, [f"Long budget: {name}"], out)
         summaries[name] = out.getvalue()
@@ -312,3 +315,7 @@ def test_a_second_fidelity_study_keeps_the_first_ones_summary_in_the_search(tmp_
     # the first study again (a resume) still owns the search's summary
     fidelity.summarise(run, run / "fidelity", table, ["Long budget: fidelity, again"], io.StringIO())
     assert "fidelity, again" in (run / "fidelity.md").read_text()
+    # once that folder is gone, the other study may write the search's summary
+    shutil.rmtree(run / "fidelity")
+    fidelity.summarise(run, run / "fidelity_long", table, ["Long budget: fidelity_long, again"], io.StringIO())
+    assert "fidelity_long, again" in (run / "fidelity.md").read_text()

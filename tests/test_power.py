@@ -111,3 +111,25 @@ def test_a_finished_search_states_the_power_it_had_beside_its_tied_set(tmp_path)
                 "paired images")
     assert expected in out.getvalue()
     assert f"# {expected}" in (outcome.run_dir / "coefficients.yaml").read_text()  # the report shows this header
+
+
+@pytest.mark.parametrize("overrides", [(), ("data.num_images=3", "data.val_fraction=0.1"),
+                                       ("data.num_images=25", "data.val_fraction=0.1"),
+                                       ("data=synthetic", "data.num_images=101")])
+def test_the_counts_the_power_is_stated_for_are_the_loaders_split(overrides):
+    import torch
+
+    from scaling_search.settings import DataSettings
+    from scaling_search.train.data import _split, train_image_count, val_image_count
+
+    kw = dict(o.split("=", 1) for o in overrides)
+    s = DataSettings(kw.pop("data", "digits"), num_images=int(kw["data.num_images"]) if "data.num_images" in kw
+                     else None, val_fraction=float(kw.get("data.val_fraction", 0.2)))
+    n = 1797 if s.name == "digits" else s.num_images
+    try:
+        split = _split(torch.zeros(n, 1), torch.zeros(n), s, s.name, 2)
+    except ValueError:  # too few to train: the run refuses it; the counts still follow the rule
+        n_val = max(1, round(min(n, s.num_images or n) * s.val_fraction))
+        assert val_image_count(s) == n_val
+        return
+    assert (train_image_count(s), val_image_count(s)) == (len(split.train_labels), len(split.val_labels))

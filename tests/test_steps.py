@@ -467,3 +467,20 @@ def test_a_resume_on_other_data_is_refused_naming_both(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"\(8 images\), but this run's data is .*\(12 images\)"):
         step1.run_search(compose_grid(tmp_path, *args), io.StringIO())
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == kept  # nothing rewritten
+
+
+def test_a_run_made_before_a_speed_switch_existed_still_resumes(tmp_path):
+    """The trainer's speed switches (threads, graphs, cuDNN's autotuner, the GPU's layout) decide
+    how fast a trial runs, not what it computes: an identity written with some of them, at any
+    depth (a fidelity run holds its search's), matches one without; any other trainer key counts."""
+    from scaling_search.train.execution import check_identity, trainer_identity
+    from scaling_search.train.trainer import TrainSettings
+
+    old = {"trainer": {"lr": 0.1, "cudnn_benchmark": True, "cuda_graphs": True},
+           "search": {"trainer": {"lr": 0.1, "num_threads": 4}}}
+    (tmp_path / "search.json").write_text(json.dumps(old))
+    check_identity(tmp_path, "search.json", {"trainer": {"lr": 0.1}, "search": {"trainer": {"lr": 0.1}}})
+    with pytest.raises(ValueError, match="holds a search with different trainer"):
+        check_identity(tmp_path, "search.json", {"trainer": {"lr": 0.2}, "search": {"trainer": {"lr": 0.1}}})
+    assert not {"num_threads", "cudnn_benchmark", "cuda_channels_last"} & set(trainer_identity(TrainSettings()))
+    assert "channels_last" in trainer_identity(TrainSettings())  # the CPU's layout changes its kernels' sums

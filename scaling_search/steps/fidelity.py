@@ -39,7 +39,7 @@ from scaling_search.steps.step1 import IDENTITY_FILE as SEARCH_IDENTITY_FILE
 from scaling_search.steps.step1 import STUDY_ATTRS
 from scaling_search.tables import markdown, write_table
 from scaling_search.train.data import num_classes_of
-from scaling_search.train.execution import RunFailed, ray_session, uses_ray
+from scaling_search.train.execution import RunFailed, ray_session, trainer_identity, uses_ray
 from scaling_search.train.status import OK
 from scaling_search.train.study import PARAMS, distributions, grid_params
 
@@ -197,7 +197,7 @@ def identity(s: FidelitySettings) -> dict:
     except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"{str(path)!r} is damaged ({e}); re-run that search to rewrite it") from None
     return plain({"search": search, "resolution_scale": s.resolution_scale, "data": data_identity(s.data),
-                  "trainer": {k: v for k, v in asdict(s.trainer).items() if k != "num_threads"}})
+                  "trainer": trainer_identity(s.trainer)})
 
 
 def run_folder(s: FidelitySettings) -> RunFolder:
@@ -265,7 +265,8 @@ def _summary_owner(run_dir: Path, fidelity_dir: Path) -> str | None:
     source = run_dir / SOURCE_FILE
     if source.is_file():
         theirs = source.read_text().strip()
-        return None if Path(theirs).resolve() == fidelity_dir.resolve() else theirs
+        gone = not (Path(theirs) / IDENTITY_FILE).is_file()  # deleted or moved: its summary is orphaned
+        return None if gone or Path(theirs).resolve() == fidelity_dir.resolve() else theirs
     if (run_dir / "fidelity.csv").is_file() and fidelity_dir.resolve() != (run_dir / "fidelity").resolve():
         return str(run_dir / "fidelity")  # written before the source was recorded: the default folder's
     return None

@@ -146,7 +146,10 @@ class RunFolder:
     def _own_study(self, study: optuna.Study, name: str) -> optuna.Study:
         """The study, marked as this run's (its settings' digest), or refused where another run's
         mark is on it: two searches in one study would be ranked, and sampled by TPE, together.
-        Runs of the same settings in other folders (other machines) share it, as intended."""
+        Runs of the same settings in other folders (other machines) share it, as intended.
+        Best effort: two searches that open one new study in the same instant could both mark it
+        (Optuna offers no compare-and-set on a study's attributes); a study made before the mark
+        existed is claimed by the first run that opens it."""
         mine = {"kind": self.what, "digest": self.study_name, "out_dir": str(self.out_dir)}
         owner = study.user_attrs.get(STUDY_OWNER)
         if owner is None:

@@ -47,7 +47,15 @@ from scaling_search.steps.pipeline import (
 )
 from scaling_search.tables import markdown, verdict, write_table
 from scaling_search.train.data import num_classes_of, train_image_count, val_image_count
-from scaling_search.train.execution import RunFailed, RunInterrupted, make_runner, ray_session, run_specs, uses_ray
+from scaling_search.train.execution import (
+    RunFailed,
+    RunInterrupted,
+    make_runner,
+    ray_session,
+    run_specs,
+    trainer_identity,
+    uses_ray,
+)
 from scaling_search.train.records import TrialStore
 from scaling_search.train.status import OK
 from scaling_search.train.study import distributions, grid_params
@@ -117,7 +125,7 @@ def search_identity(s: GridSettings) -> dict:
     return json.loads(json.dumps({
         "backbone": s.backbone, "proxy": [s.proxy_depth_mult, s.proxy_width_mult, s.proxy_resolution_px],
         "space": {k: str(v) for k, v in asdict(s.space).items()}, "data": data_identity(s.data),
-        "trainer": {k: v for k, v in asdict(s.trainer).items() if k != "num_threads"},
+        "trainer": trainer_identity(s.trainer),
         "rounding": asdict(s.rounding)}, default=str))
 
 

@@ -45,7 +45,7 @@ from scaling_search.steps.pipeline import (
 )
 from scaling_search.tables import markdown, paired_verdict, verdict_line, write_table
 from scaling_search.train.data import num_classes_of, train_image_count
-from scaling_search.train.execution import RunFailed, ray_session, uses_ray
+from scaling_search.train.execution import RunFailed, ray_session, trainer_identity, uses_ray
 from scaling_search.train.records import TrialStore
 from scaling_search.train.status import OK
 
@@ -101,7 +101,7 @@ def identity(s: ScaleSettings) -> dict:
                   "base": [s.base_depth_mult, s.base_width_mult, s.resolution_px],
                   "data": data_identity(s.data), "rounding": asdict(s.rounding),
                   "regularisation": s.regularisation.as_dict(),
-                  "trainer": {k: v for k, v in asdict(s.trainer).items() if k != "num_threads"}})
+                  "trainer": trainer_identity(s.trainer)})
 
 
 def dry_run(s: ScaleSettings, members: list[Member], out=sys.stdout) -> pd.DataFrame:

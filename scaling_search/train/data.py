@@ -289,21 +289,20 @@ def load_dataset(settings: DataSettings, max_resolution_px: int = 224, out=None)
     return load_image_folder(settings, max_resolution_px, out)
 
 
-def val_image_count(s: DataSettings) -> int:
-    """Validation images a run will score every trial on (listed, not decoded)."""
-    if s.name == "imagefolder":
-        return len(scan(s).val)
+def _built_in_split(s: DataSettings) -> tuple[int, int]:
+    """(training, validation) images of a built-in set, by ``_split``'s rule."""
     n = {"digits": 1797, "synthetic": s.num_images or 2000, "cifar10": 50000, "cifar100": 50000}[s.name]
     if s.num_images is not None:
         n = min(n, s.num_images)
-    return n - train_image_count(s)
+    n_val = max(1, round(n * s.val_fraction))
+    return n - n_val, n_val
+
+
+def val_image_count(s: DataSettings) -> int:
+    """Validation images a run will score every trial on (an image folder's listed, not decoded)."""
+    return len(scan(s).val) if s.name == "imagefolder" else _built_in_split(s)[1]
 
 
 def train_image_count(s: DataSettings) -> int:
     """Training images a run will see (an image folder's files are listed, not decoded)."""
-    if s.name == "imagefolder":
-        return len(scan(s).train)
-    n = {"digits": 1797, "synthetic": s.num_images or 2000, "cifar10": 50000, "cifar100": 50000}[s.name]
-    if s.num_images is not None:
-        n = min(n, s.num_images)
-    return round(n * (1 - s.val_fraction))
+    return len(scan(s).train) if s.name == "imagefolder" else _built_in_split(s)[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 from scaling_search.files import atomic_write_text
@@ -34,6 +35,25 @@ class RunFailed(Exception):
     nothing is frozen, and the command exits non-zero with one line saying so."""
 
 
+# Trainer settings that change how fast a trial runs, not what it computes: a run made before one
+# of them existed, or with another value, resumes (in the identity of none of the steps).
+SPEED_SWITCHES = frozenset({"num_threads", "compile", "cuda_graphs", "cudnn_benchmark", "cuda_channels_last"})
+
+
+def trainer_identity(trainer: object) -> dict:
+    """The trainer settings of a run's identity: all but the ``SPEED_SWITCHES``."""
+    return {k: v for k, v in asdict(trainer).items() if k not in SPEED_SWITCHES}
+
+
+def _without_speed_switches(node: object, key: str = "") -> object:
+    """An identity read back with the speed switches of every ``trainer`` in it left out (a run
+    folder written before they were left out holds some)."""
+    if isinstance(node, dict):
+        return {k: _without_speed_switches(v, k) for k, v in node.items()
+                if not (key == "trainer" and k in SPEED_SWITCHES)}
+    return node
+
+
 def check_identity(out_dir: Path, file_name: str, identity: dict, what: str = "search") -> None:
     """A re-run resumes only the same run; anything else would mix incomparable trials."""
     path = Path(out_dir) / file_name
@@ -44,6 +64,7 @@ def check_identity(out_dir: Path, file_name: str, identity: dict, what: str = "s
     except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is damaged ({e}); restore it, or delete that folder "
                          "to start the run anew") from None
+    old, identity = _without_speed_switches(old), _without_speed_switches(identity)
     if old != identity:
         diff = [k for k in identity if old.get(k) != identity[k]] or sorted(set(old) - set(identity))
         raise ValueError(f"out_dir {str(out_dir)!r} holds a {what} with different {', '.join(diff)}; "
