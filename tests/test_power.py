@@ -133,3 +133,8 @@ def test_the_counts_the_power_is_stated_for_are_the_loaders_split(overrides):
         assert val_image_count(s) == n_val
         return
     assert (train_image_count(s), val_image_count(s)) == (len(split.train_labels), len(split.val_labels))
+
+
+def test_a_plan_with_too_few_disagreements_says_no_difference_can_be_detected():
+    line = power_lines(20, 1, 0.01, 0.01)[0]  # 20 images, 2% disagreeing: under one discordant image
+    assert "cannot reach 80% power at the 95% level for any difference" in line and "detects" not in line

@@ -49,6 +49,14 @@ def detectable_difference(pairs: int, discordance: float, alpha: float = ALPHA, 
     return hi
 
 
+def detects(mde: float) -> str:
+    """``detects 4.5 points of top-1 with 80% power at the 95% level``, or why it cannot."""
+    if math.isinf(mde):
+        return ("cannot reach 80% power at the 95% level for any difference (too few images on which two "
+                "candidates disagree)")
+    return f"detects {100 * mde:.1f} points of top-1 with 80% power at the 95% level"
+
+
 def independent_discordance(error: float) -> float:
     """The share of images two candidates with top-1 error ``error`` disagree on, were their
     mistakes independent: ``2e(1 - e)``."""
@@ -61,9 +69,8 @@ def power_lines(val_images: int, seeds: int, expected_error: float, min_differen
     pairs = val_images * seeds
     psi = independent_discordance(expected_error)
     mde = detectable_difference(pairs, psi)
-    shown = "no difference" if math.isinf(mde) else f"{100 * mde:.1f} points of top-1"
-    lines = [f"power: the paired test over {val_images:,} validation images x {seeds} seed(s) detects {shown} "
-             f"with 80% power at the 95% level (stats.expected_error={expected_error:g}: two candidates "
+    lines = [f"power: the paired test over {val_images:,} validation images x {seeds} seed(s) {detects(mde)} "
+             f"(stats.expected_error={expected_error:g}: two candidates "
              f"disagreeing on {100 * psi:.1f}% of the images, as if their mistakes were independent)"]
     if mde > min_difference:
         need = math.ceil(pairs * (mde / min_difference) ** 2) if not math.isinf(mde) else None

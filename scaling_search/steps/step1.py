@@ -16,7 +16,6 @@ restored by a re-run).
 from __future__ import annotations
 
 import json
-import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scaling_search.analysis.power import detectable_difference, observed_discordance, power_lines
+from scaling_search.analysis.power import detectable_difference, detects, observed_discordance, power_lines
 from scaling_search.analysis.results import compare, correctness, rank, results_frame, with_ties
 from scaling_search.files import atomic_write_text, plain
 from scaling_search.models.backbones import get_backbone
@@ -176,10 +175,9 @@ def _observed_power(results: pd.DataFrame, correct: dict, winner: str, contender
         return ""
     psi, n = seen
     mde = detectable_difference(n, psi)
-    shown = "no difference" if math.isinf(mde) else f"{100 * mde:.1f} points of top-1"
     return (f"power, observed: the candidates disagreed with the winner on a median {100 * psi:.1f}% of "
-            f"{n:,} paired images (seeds pooled), so the paired test detects {shown} with 80% power at "
-            "the 95% level; closer candidates are mostly tied")
+            f"{n:,} paired images (seeds pooled), so the paired test {detects(mde)}; closer candidates "
+            "are mostly tied")
 
 
 def run_folder(s: GridSettings) -> RunFolder:
